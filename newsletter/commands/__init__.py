@@ -1,0 +1,1 @@
+"""One module per command: plain functions the CLI, tests and other programs call."""

@@ -1,0 +1,46 @@
+"""`newsletter build`: the issue as email.html, email.txt and email.eml."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import NewsletterError, Problem
+from ..message import Envelope, Recipient
+from ..pipeline import Checked, check
+from ..unsubscribe import PREVIEW_SECRET, secret_from_env
+
+
+def build(issue_path: Path, out: Path | None = None) -> tuple[Checked, list[Path]]:
+    """Write the three files to `out` (default: outbox/<slug>/) and return their paths."""
+    checked = check(issue_path)
+    folder = out if out is not None else checked.project.outbox / checked.rendered.slug
+    envelope = Envelope.prepare(checked.rendered)
+    site = checked.project.site
+    recipient = Recipient(site.sample_recipient)
+    values = envelope.values(recipient, secret_from_env() or PREVIEW_SECRET)
+    files = {
+        "email.html": checked.rendered.html.fill(values).encode("utf-8"),
+        "email.txt": checked.rendered.text.fill(values).encode("utf-8"),
+        "email.eml": envelope.compose(recipient, values),
+    }
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [write_atomically(folder / name, data) for name, data in files.items()]
+    except OSError as exc:
+        raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
+    return checked, written
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Replace `path` in one step, so a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,66 @@
+"""`newsletter new`: a scaffold issue that passes `check`, to write over."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from ..errors import NewsletterError, Problem
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+SCAFFOLD = """\
+# yaml-language-server: $schema=../schema/issue.schema.json
+# A newsletter issue. `newsletter check issues/{slug}.yaml` says what is wrong;
+# `newsletter preview issues/{slug}.yaml` shows it as subscribers will see it.
+title: "{title}"
+date: {date}
+lang: en
+# subject: "..."          # the inbox subject; defaults to the title
+preheader: "One sentence that inboxes show next to the subject."
+intro: |
+  A short welcome. Markdown works: **bold**, _emphasis_, [links](https://example.org/).
+
+items:
+  - status: new           # new | ongoing | update | closed
+    title: "Name of the campaign action"
+    hashtags: [ExampleHashtag]
+    # image: {{src: "https://...", alt: "What the image shows"}}
+    body: |
+      What is happening and why it matters. One paragraph per block;
+      leave a blank line between paragraphs.
+    actions:
+      - Sign and share the [online petition](https://example.org/petition).
+      - Post on social media with the hashtag #ExampleHashtag.
+    sample_posts:
+      - "A ready-to-post message with #ExampleHashtag"
+    links:
+      - {{text: "Sign the petition", url: "https://example.org/petition", primary: true}}
+      - {{text: "Read more about the case", url: "https://example.org/read-more"}}
+
+contact:
+  name: Your Name
+  role: Your role
+  email: you@example.org
+"""
+
+
+def new_issue(slug: str, issues_dir: Path, today: dt.date | None = None) -> Path:
+    """Write issues/<slug>.yaml; an existing file is never overwritten."""
+    if not SLUG.match(slug):
+        raise NewsletterError(
+            f"'{slug}' cannot be an issue name: use lower-case letters, digits and dashes, like 2021-06-summer"
+        )
+    path = issues_dir / f"{slug}.yaml"
+    title = slug.replace("-", " ").capitalize()
+    text = SCAFFOLD.format(slug=slug, title=title, date=(today or dt.date.today()).isoformat())
+    try:
+        issues_dir.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise NewsletterError(Problem(path, "already exists; choose another name or edit it")) from None
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
+    return path

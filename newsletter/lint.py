@@ -1,0 +1,55 @@
+"""Warnings: things that are allowed but probably not what the advisor wants."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .errors import Problem
+from .model import Issue
+from .validation import markdown_links
+from .yamlsource import Source
+
+# Gmail clips a message whose HTML passes about 102 KB, hiding the rest,
+# including the unsubscribe link; warn well before.
+GMAIL_CLIP_BYTES = 102 * 1024
+WARN_BYTES = 90 * 1024
+# RFC 2606 reserves these for examples: a link there is a placeholder.
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")
+
+
+def is_placeholder(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if urlsplit(url).scheme.lower() == "mailto":
+        host = url.rpartition("@")[2].lower()
+    return any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS)
+
+
+def lint(issue: Issue, source: Source, html_bytes: int) -> list[Problem]:
+    warnings: list[Problem] = []
+    for href, loc, offset in markdown_links(source):
+        if is_placeholder(href):
+            warnings.append(source.problem(loc, f"placeholder link {href}: put the real address", line_offset=offset))
+    for i, item in enumerate(issue.items):
+        for j, link in enumerate(item.links):
+            if is_placeholder(link.url):
+                loc = ("items", i, "links", j, "url")
+                warnings.append(source.problem(loc, f"placeholder link {link.url}: put the real address"))
+        if item.image and is_placeholder(item.image.src):
+            loc = ("items", i, "image", "src")
+            warnings.append(source.problem(loc, f"placeholder image {item.image.src}: put the real address"))
+    if not issue.preheader:
+        warnings.append(
+            source.problem(("title",), "no preheader: inboxes will show the first words of the body instead")
+        )
+    kib = html_bytes / 1024
+    if html_bytes > GMAIL_CLIP_BYTES:
+        warnings.append(
+            Problem(
+                source.path,
+                f"the HTML is {kib:.0f} KB: Gmail clips messages over 102 KB, hiding the end and the unsubscribe link",
+            )
+        )
+    elif html_bytes > WARN_BYTES:
+        warnings.append(Problem(source.path, f"the HTML is {kib:.0f} KB, close to Gmail's 102 KB clipping limit"))
+    warnings.sort(key=lambda p: (p.line or 0, p.column or 0))
+    return warnings

@@ -1,0 +1,198 @@
+"""The issue file and the site file, as validated models.
+
+The models are the single source of the issue format: `newsletter schema`
+publishes them as JSON Schema, and `check` validates against them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+LINK_SCHEMES = ("http", "https", "mailto")
+# What right-to-left scripts' languages are written in; sets dir="rtl".
+RTL_LANGUAGES = {"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "ks", "ps", "sd", "ur", "yi"}
+
+_ADDRESS = re.compile(
+    r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+_LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+_COLOUR = re.compile(r"^#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$")
+
+
+def _one_line(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError("must be on one line (it contains a line break)")
+    return value
+
+
+def _url(value: str) -> str:
+    _one_line(value)
+    scheme = urlsplit(value).scheme.lower()
+    if scheme not in LINK_SCHEMES:
+        shown = f"'{scheme}:'" if scheme else "no scheme"
+        raise ValueError(f"link has {shown}; only http, https and mailto links are allowed")
+    if scheme in ("http", "https") and not urlsplit(value).netloc:
+        raise ValueError("link has no host")
+    return value
+
+
+def _web_url(value: str) -> str:
+    if urlsplit(_url(value)).scheme.lower() not in ("http", "https"):
+        raise ValueError("must be an http or https address")
+    return value
+
+
+def _email(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError(f"'{value}' is not an email address")
+    return value
+
+
+def _lang(value: str) -> str:
+    if not _LANG.match(value):
+        raise ValueError(f"'{value}' is not a BCP 47 language tag (like en, fr-CA, ar)")
+    return value
+
+
+def _unsubscribe_pattern(value: str) -> str:
+    _web_url(value.replace("{token}", "t"))
+    if "{token}" not in value:
+        raise ValueError("must contain {token}, where each subscriber's signed token goes")
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1)]
+Line = Annotated[str, StringConstraints(min_length=1), AfterValidator(_one_line)]
+Markdown = Annotated[str, Field(description="Markdown: paragraphs, **bold**, _em_, [links](https://...), lists")]
+Url = Annotated[str, AfterValidator(_url), Field(description="an http, https or mailto link")]
+WebUrl = Annotated[str, AfterValidator(_web_url)]
+Email = Annotated[str, AfterValidator(_email)]
+Lang = Annotated[str, AfterValidator(_lang), Field(description="BCP 47 language tag, e.g. en, fr-CA")]
+Colour = Annotated[str, StringConstraints(pattern=_COLOUR.pattern)]
+Hashtag = Annotated[str, StringConstraints(pattern=r"^[^\s#]+$"), Field(description="without the leading #")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Status = Literal["new", "ongoing", "update", "closed"]
+
+
+class Image(_Strict):
+    src: WebUrl
+    alt: Text = Field(description="what the image shows, for people who cannot see it")
+    width: Annotated[int, Field(ge=16, le=600)] | None = Field(None, description="display width in px")
+
+
+class Link(_Strict):
+    text: Line
+    url: Url
+    primary: bool = Field(False, description="show as a button: the item's main call to action")
+
+
+class Item(_Strict):
+    status: Status
+    title: Line
+    hashtags: list[Hashtag] = []
+    image: Image | None = None
+    body: Markdown = ""
+    actions: list[Markdown] = Field([], description='"What you can do": one step each, Markdown')
+    sample_posts: list[Text] = Field([], description="ready-to-post messages, shown so they are easy to copy")
+    notes: Markdown = Field("", description="shown after the sample posts")
+    links_title: Line | None = Field(None, description="heading over the links")
+    links: list[Link] = []
+
+
+class Contact(_Strict):
+    name: Line
+    role: Line | None = None
+    email: Email
+
+
+class Issue(_Strict):
+    """One newsletter issue: `issues/<slug>.yaml`."""
+
+    model_config = ConfigDict(title="Newsletter issue")
+
+    title: Line
+    date: dt.date
+    lang: Lang = "en"
+    subject: Line | None = Field(None, description="defaults to the title")
+    preheader: Line | None = Field(None, description="the inbox preview text")
+    intro: Markdown = ""
+    items: Annotated[list[Item], Field(min_length=1)]
+    contact: Contact | None = None
+
+    @property
+    def subject_line(self) -> str:
+        return self.subject or self.title
+
+    @property
+    def direction(self) -> str:
+        return "rtl" if self.lang.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+
+
+class Sender(_Strict):
+    name: Line
+    email: Email
+
+
+class Logo(_Strict):
+    src: WebUrl
+    alt: Text
+    width: Annotated[int, Field(ge=16, le=600)] = 160
+
+
+class Theme(_Strict):
+    primary: Colour = "#1a1a1a"
+    accent: Colour = "#ffff00"
+    background: Colour = "#f2f2f2"
+    text: Colour = "#1a1a1a"
+    link: Colour = "#0b5394"
+    logo: Logo | None = None
+
+
+Security = Literal["starttls", "ssl", "none"]
+
+
+class Smtp(_Strict):
+    host: Line = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    security: Security = "starttls"
+    username: Line | None = None
+
+
+class Site(_Strict):
+    """What is the same for every issue: `newsletter.yaml`."""
+
+    model_config = ConfigDict(title="Newsletter site")
+
+    organisation: Line
+    from_: Sender = Field(alias="from")
+    reply_to: Email | None = None
+    postal_address: Text = Field(description="CASL and CAN-SPAM want it in every message")
+    list_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")] | None = Field(
+        None, description="List-Id, e.g. roundup.example.org; defaults from the sender's domain"
+    )
+    archive_url: WebUrl | None = Field(None, description="where past issues can be read on the web")
+    unsubscribe_url: Annotated[str, AfterValidator(_unsubscribe_pattern)] = Field(
+        description="e.g. https://example.org/unsubscribe?t={token}"
+    )
+    unsubscribe_mailto: Email | None = None
+    sample_recipient: Email = Field("subscriber@example.org", description="whom `build` addresses its .eml to")
+    theme: Theme = Theme()
+    smtp: Smtp = Smtp()
+
+    @property
+    def domain(self) -> str:
+        return self.from_.email.rpartition("@")[2]
+
+    @property
+    def list_identifier(self) -> str:
+        return self.list_id or f"newsletter.{self.domain}"

@@ -1,0 +1,56 @@
+"""From an issue file to a checked, rendered issue: what check, build and preview share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import NewsletterError, Problem
+from .lint import lint
+from .model import Issue
+from .project import Project, open_project
+from .render import Rendered, render
+from .validation import load_issue
+from .yamlsource import Source
+
+
+@dataclass(frozen=True)
+class Checked:
+    project: Project
+    issue: Issue
+    source: Source
+    rendered: Rendered
+    warnings: list[Problem]
+    html_bytes: int  # the HTML part for a typical subscriber, as a mail client receives it
+
+
+def slug_for(path: Path) -> str:
+    return path.name.removesuffix(".yaml").removesuffix(".yml")
+
+
+def check(path: Path) -> Checked:
+    """Validate and render the issue at `path`; NewsletterError lists every problem."""
+    problems: list[Problem] = []
+    project = issue = source = None
+    try:
+        project = open_project(path)
+    except NewsletterError as exc:
+        problems += exc.problems
+    try:
+        issue, source = load_issue(path)
+    except NewsletterError as exc:
+        problems += exc.problems
+    if problems or project is None or issue is None or source is None:
+        raise NewsletterError(problems)
+    rendered = render(issue, project.site, slug_for(path), project.templates)
+    html_bytes = len(rendered.html.fill(_typical_values(rendered)).encode("utf-8"))
+    return Checked(project, issue, source, rendered, lint(issue, source, html_bytes), html_bytes)
+
+
+def _typical_values(rendered: Rendered) -> dict[str, str]:
+    # A realistic length for each slot, so that the size check is honest.
+    return {
+        "name": "Firstname Lastname",
+        "email": "firstname.lastname@example.org",
+        "unsubscribe_url": rendered.site.unsubscribe_url.replace("{token}", "t" * 64),
+    }

@@ -1,0 +1,134 @@
+"""Issue -> MJML -> responsive HTML with inlined CSS, and the plain-text part.
+
+This is the expensive step (Jinja, MJML, premailer): it runs once per issue,
+never once per subscriber. What differs per subscriber is left as slots.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from mjml import mjml2html
+
+from . import markdown
+from .errors import NewsletterError, Problem
+from .model import Issue, Site
+from .slots import SlotRegistry, Slotted, SubscriberFields
+
+HTML_TEMPLATE = "email.mjml.j2"
+TEXT_TEMPLATE = "email.txt.j2"
+STATUS_LABELS = {"new": "New", "ongoing": "Ongoing", "update": "Update", "closed": "Closed"}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One issue, rendered for everyone, with per-subscriber slots left open."""
+
+    issue: Issue
+    site: Site
+    slug: str
+    html: Slotted
+    text: Slotted
+
+
+def render(issue: Issue, site: Site, slug: str, templates: Path) -> Rendered:
+    registry = SlotRegistry()
+    context = {
+        "issue": issue,
+        "site": site,
+        "theme": site.theme,
+        "slug": slug,
+        "status_labels": STATUS_LABELS,
+        "subscriber": SubscriberFields(registry),
+        "unsubscribe_url": registry.token("unsubscribe_url"),
+    }
+    env = environment(templates)
+    mjml_source = _render_template(env, templates, HTML_TEMPLATE, context)
+    text = _render_template(env, templates, TEXT_TEMPLATE, context)
+    html = inline_css(mjml_to_html(mjml_source, templates / HTML_TEMPLATE))
+    return Rendered(
+        issue,
+        site,
+        slug,
+        Slotted.split(html, registry, is_html=True),
+        Slotted.split(_tidy_text(text), registry, is_html=False),
+    )
+
+
+@lru_cache(maxsize=8)
+def environment(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates),
+        # Issue text is data, never template; HTML-ish templates escape it.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2"), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["markdown"] = markdown.to_html
+    env.filters["markdown_inline"] = lambda s: markdown.to_html(s, inline=True)
+    env.filters["markdown_text"] = markdown.to_text
+    env.filters["wrap"] = markdown.wrap
+    return env
+
+
+def mjml_to_html(source: str, template: Path) -> str:
+    try:
+        # fonts={}: no Google Fonts links, so the email and preview work offline.
+        return mjml2html(source, disable_comments=True, fonts={})
+    except (ValueError, RuntimeError) as exc:
+        raise NewsletterError(Problem(template, f"MJML could not be turned into HTML: {exc}")) from None
+
+
+def inline_css(html: str) -> str:
+    import premailer  # imported here: it is the slowest import and only rendering needs it
+
+    # premailer drops the doctype, which keeps clients out of quirks mode.
+    doctype = "<!doctype html>\n" if html.lstrip().lower().startswith("<!doctype html>") else ""
+    try:
+        return doctype + premailer.Premailer(
+            html,
+            allow_network=False,
+            allow_loading_external_files=False,
+            # MJML's responsive layout lives in media queries and class names.
+            keep_style_tags=False,
+            remove_classes=False,
+            strip_important=False,
+            disable_validation=True,
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform(pretty_print=False)
+    except Exception as exc:  # premailer raises many kinds; each is a template problem
+        raise NewsletterError(f"inlining CSS failed: {exc}") from None
+
+
+def _render_template(env: jinja2.Environment, folder: Path, name: str, context: dict) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        where = Path(exc.filename) if exc.filename else folder / name
+        raise NewsletterError(Problem(where, f"template error: {exc.message}", exc.lineno)) from None
+    except jinja2.TemplateNotFound as exc:
+        raise NewsletterError(Problem(folder / str(exc.name), "template not found")) from None
+    except jinja2.UndefinedError as exc:
+        line = None
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if frame.filename.endswith(".j2"):
+                line = frame.lineno
+                break
+        raise NewsletterError(Problem(folder / name, f"template error: {exc.message}", line)) from None
+
+
+def _tidy_text(text: str) -> str:
+    """No trailing spaces, at most one blank line in a row, one final newline."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip("\n") + "\n"

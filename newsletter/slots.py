@@ -1,0 +1,91 @@
+"""Per-subscriber values in a message rendered once for everyone.
+
+Templates are rendered once per issue. Where a template asks for something
+that differs per subscriber (`subscriber.name`, the unsubscribe link), it
+gets a token instead; `Slotted` splits the finished text at the tokens so
+that filling them in for one subscriber is a cheap join, not a re-render.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from markupsafe import Markup
+
+
+@dataclass(frozen=True)
+class Slot:
+    key: str
+    fallback: str = ""
+
+
+@dataclass
+class SlotRegistry:
+    slots: list[Slot] = field(default_factory=list)
+    # Tokens are plain letters and digits, so that no step (lxml escapes
+    # non-ASCII in href) alters them; the random part keeps issue text from
+    # forging one.
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def token(self, key: str, fallback: str = "") -> Markup:
+        slot = Slot(key, fallback)
+        if slot not in self.slots:
+            self.slots.append(slot)
+        return Markup(f"slot{self.nonce}n{self.slots.index(slot)}x")
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(f"slot{self.nonce}n(\\d+)x")
+
+
+class SubscriberFields:
+    """What templates see as `subscriber`: `subscriber.name`, `subscriber.get("name", "friend")`."""
+
+    def __init__(self, registry: SlotRegistry) -> None:
+        self._registry = registry
+
+    def get(self, key: str, fallback: str = "") -> Markup:
+        return self._registry.token(key, fallback)
+
+    def __getattr__(self, key: str) -> Markup:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self.get(key)
+
+    __getitem__ = get
+
+
+@dataclass(frozen=True)
+class Slotted:
+    """Text split at its slots: literal, slot, literal, slot, ..., literal."""
+
+    literals: tuple[str, ...]
+    slots: tuple[Slot, ...]
+    escape: Callable[[str], str]
+
+    @classmethod
+    def split(cls, text: str, registry: SlotRegistry, *, is_html: bool) -> Slotted:
+        pieces = registry.pattern.split(text)
+        literals = tuple(pieces[0::2])
+        slots = tuple(registry.slots[int(i)] for i in pieces[1::2])
+        return cls(literals, slots, _escape_html if is_html else str)
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        out = [self.literals[0]]
+        for slot, literal in zip(self.slots, self.literals[1:], strict=True):
+            value = values.get(slot.key) or slot.fallback
+            out.append(self.escape(value))
+            out.append(literal)
+        return "".join(out)
+
+    @property
+    def keys(self) -> set[str]:
+        return {slot.key for slot in self.slots}
+
+
+def _escape_html(value: str) -> str:
+    return html.escape(value, quote=True)

@@ -1,0 +1,172 @@
+"""Turn YAML files into validated models, reporting every problem at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from . import markdown
+from .errors import NewsletterError, Problem
+from .model import Issue, Site
+from .yamlsource import Loc, Source, load
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_issue(path: Path) -> tuple[Issue, Source]:
+    source = load(path, "issue file")
+    problems = markdown_problems(source)
+    issue = validate(source, Issue, problems)
+    return issue, source
+
+
+def load_site(path: Path) -> Site:
+    source = load(path, "site file")
+    return validate(source, Site, [])
+
+
+def validate(source: Source, model: type[M], problems: list[Problem]) -> M:
+    """`source.data` as a `model`, or NewsletterError listing every problem."""
+    if not isinstance(source.data, dict):
+        problems.insert(0, source.problem((), f"the file must be a mapping of keys, not {_kind(source.data)}"))
+        raise NewsletterError(problems)
+    try:
+        result = model.model_validate(source.data)
+    except ValidationError as exc:
+        problems.extend(_problem(source, model, error) for error in exc.errors())
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        raise NewsletterError(problems) from None
+    if problems:
+        raise NewsletterError(problems)
+    return result
+
+
+def markdown_fields(source: Source) -> list[tuple[Loc, str]]:
+    """Every Markdown field of an issue's data, with where it is."""
+    data = source.data if isinstance(source.data, dict) else {}
+    fields: list[tuple[Loc, Any]] = [(("intro",), data.get("intro"))]
+    items = data.get("items")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict):
+            continue
+        fields += [(("items", i, "body"), item.get("body")), (("items", i, "notes"), item.get("notes"))]
+        actions = item.get("actions")
+        for j, action in enumerate(actions if isinstance(actions, list) else []):
+            fields.append((("items", i, "actions", j), action))
+    return [(loc, value) for loc, value in fields if isinstance(value, str)]
+
+
+def markdown_links(source: Source) -> list[tuple[str, Loc, int]]:
+    """Every link in the Markdown fields: (href, field, line offset from the field's start)."""
+    found = []
+    for loc, value in markdown_fields(source):
+        node = source.values.get(loc)
+        # In a block scalar (|) the text starts on the line after the key.
+        block = node is not None and getattr(node, "style", None) in ("|", ">")
+        for href, line in markdown.links(value):
+            found.append((href, loc, line + 1 if block else 0))
+    return found
+
+
+def markdown_problems(source: Source) -> list[Problem]:
+    """Bad links inside the Markdown fields, placed on their own line."""
+    problems = []
+    for href, loc, offset in markdown_links(source):
+        why = markdown.link_problem(href)
+        if why:
+            problems.append(source.problem(loc, why, line_offset=offset))
+    return problems
+
+
+def _problem(source: Source, model: type[BaseModel], error: Any) -> Problem:
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    name = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        guess = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{guess[0]}'?" if guess else f"; known keys: {', '.join(known)}"
+        return source.problem(loc, f"unknown key '{name}'{hint}", at_key=True)
+    if kind == "missing":
+        return source.problem(loc, f"'{name}' is required but missing")
+    message = _MESSAGES.get(kind)
+    if message is None:
+        message = str(error["msg"]).removeprefix("Value error, ")
+    elif "{" in message:
+        message = message.format(kind=_kind(value), value=value, **error.get("ctx", {}))
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(error["ctx"]["expected"]))
+        guess = difflib.get_close_matches(str(value), choices, n=1)
+        if guess:
+            message += f"; did you mean '{guess[0]}'?"
+    if kind == "string_pattern_mismatch" and len(loc) > 1 and loc[-2] == "hashtags":
+        message = "a hashtag is one word, written without '#'"
+    return source.problem(loc, message)
+
+
+_MESSAGES = {
+    "string_type": "should be text, not {kind}",
+    "int_type": "should be a whole number, not {kind}",
+    "bool_type": "should be true or false, not {kind}",
+    "list_type": "should be a list (lines starting with '- '), not {kind}",
+    "model_type": "should be a mapping of keys, not {kind}",
+    "dict_type": "should be a mapping of keys, not {kind}",
+    "date_type": "should be a date like 2021-05-03, not {kind}",
+    "date_from_datetime_parsing": "should be a date like 2021-05-03",
+    "date_parsing": "should be a date like 2021-05-03",
+    "literal_error": "should be one of {expected}, not '{value}'",
+    "string_too_short": "must not be empty",
+    "too_short": "needs at least {min_length} entry",
+    "string_pattern_mismatch": "'{value}' does not match the expected form ({pattern})",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (the value is empty)"
+    if isinstance(value, bool):
+        return f"true/false ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, dt.date):
+        return f"a date ({value})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"'{value}'"
+
+
+def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The keys allowed at `loc` inside `model`, following nested models."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return []
+        current = _inner_model(field.annotation)
+        if current is None:
+            return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

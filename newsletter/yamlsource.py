@@ -1,0 +1,177 @@
+"""Read a YAML file safely and remember where every value came from.
+
+Validation errors must name FILE:LINE:COL, so instead of `yaml.safe_load` we
+compose the node tree ourselves and record each node's position while we
+build plain Python data from it. The same walk catches duplicated keys, which
+PyYAML would silently let the last one win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import NewsletterError, Problem
+
+MAX_BYTES = 1_000_000
+# Aliases can make a small file expand exponentially ("billion laughs").
+MAX_NODES = 200_000
+
+Loc = tuple[str | int, ...]
+
+try:  # the C parser is ~10x faster; fall back where libyaml is missing
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+
+@dataclass
+class Source:
+    """Plain data read from a YAML file, with the position of each value and key."""
+
+    path: Path
+    data: Any
+    text: str = ""
+    values: dict[Loc, yaml.Node] = field(default_factory=dict)
+    keys: dict[Loc, yaml.Node] = field(default_factory=dict)
+
+    def problem(self, loc: Loc, message: str, *, at_key: bool = False, line_offset: int = 0) -> Problem:
+        """A `Problem` placed at `loc`, or at its nearest parent that exists."""
+        node = self.keys.get(loc) if at_key else None
+        probe = loc
+        while node is None:
+            node = self.values.get(probe)
+            if node is None and not probe:
+                break
+            probe = probe[:-1]
+        line = col = None
+        if node is not None:
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            if line_offset:
+                line, col = line + line_offset, None
+        return Problem(self.path, message, line, col, field_name(loc) or None)
+
+
+def field_name(loc: Loc) -> str:
+    """`("items", 2, "image")` -> `items[2].image`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """The file's text, refusing what is missing, huge or not UTF-8."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise NewsletterError(Problem(path, f"no such {what}")) from None
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot read {what}: {exc.strerror}")) from None
+    if path.is_dir():
+        raise NewsletterError(Problem(path, f"is a folder, not a {what}"))
+    if size > MAX_BYTES:
+        raise NewsletterError(Problem(path, f"{size:,} bytes is too large (the limit is {MAX_BYTES:,})"))
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise NewsletterError(
+            Problem(path, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8", line, col)
+        ) from None
+
+
+def load(path: Path, what: str = "file") -> Source:
+    """Parse `path` into a `Source`. Raises NewsletterError on any problem."""
+    text = read_text(path, what)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            message = f"{exc.problem} ({exc.context})"
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        raise NewsletterError(Problem(path, f"invalid YAML: {message}", line, col)) from None
+    except yaml.YAMLError as exc:
+        raise NewsletterError(Problem(path, f"invalid YAML: {exc}")) from None
+    source = Source(path, None, text)
+    if node is None:
+        raise NewsletterError(Problem(path, "the file is empty", 1, 1))
+    problems: list[Problem] = []
+    builder = _Builder(source, problems)
+    source.data = builder.build(node, ())
+    if problems:
+        raise NewsletterError(problems)
+    return source
+
+
+class _Builder:
+    def __init__(self, source: Source, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        self.constructor = yaml.SafeLoader("")  # used only to turn scalars into values
+        self.count = 0
+        self.active: set[int] = set()
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise NewsletterError(Problem(self.source.path, f"more than {MAX_NODES:,} values (too many aliases?)"))
+        if id(node) in self.active:
+            mark = node.start_mark
+            raise NewsletterError(
+                Problem(self.source.path, "an alias refers to itself", mark.line + 1, mark.column + 1)
+            )
+        self.source.values.setdefault(loc, node)
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return self.constructor.construct_object(node)
+            except (yaml.YAMLError, ValueError) as exc:  # e.g. a date like 2021-13-45
+                self.problems.append(self.source.problem(loc, f"cannot read value: {exc}"))
+                return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(child, (*loc, i)) for i, child in enumerate(node.value)]
+            return self._mapping(node, loc)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                mark = key_node.start_mark
+                self.problems.append(
+                    Problem(self.source.path, "a key must be a plain name", mark.line + 1, mark.column + 1)
+                )
+                continue
+            key = self.constructor.construct_object(key_node)
+            key = key if isinstance(key, str) else str(key)
+            child = (*loc, key)
+            if key in out:
+                first = self.source.keys[child].start_mark
+                mark = key_node.start_mark
+                self.problems.append(
+                    Problem(
+                        self.source.path,
+                        f"duplicated key '{key}' (first given on line {first.line + 1})",
+                        mark.line + 1,
+                        mark.column + 1,
+                        field_name(child),
+                    )
+                )
+                continue
+            self.source.keys[child] = key_node
+            out[key] = self.build(value_node, child)
+        return out
