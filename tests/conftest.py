@@ -1,0 +1,55 @@
+"""Shared fixtures: every test works on a real project copied into tmp_path."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.__main__ import cli
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = "2021-05-spring-solidarity"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of this repository's project (site file, templates, seed issue), as the current folder."""
+    shutil.copy(REPO / "newsletter.yaml", tmp_path / "newsletter.yaml")
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    (tmp_path / "issues").mkdir()
+    shutil.copy(REPO / "issues" / f"{SEED}.yaml", tmp_path / "issues" / f"{SEED}.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
+    return tmp_path
+
+
+@pytest.fixture
+def run():
+    """Run the CLI in-process, as a user would type it."""
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def write_issue(folder: Path, text: str, name: str = "test.yaml") -> Path:
+    path = folder / "issues" / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+MINIMAL = """
+title: "A roundup"
+date: 2021-05-03
+items:
+  - status: new
+    title: "An action"
+    body: "Something is happening."
+    actions:
+      - "Do a thing."
+"""

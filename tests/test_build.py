@@ -1,0 +1,172 @@
+"""`newsletter build`: the seed issue becomes a complete, readable email."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from pathlib import Path
+
+import lxml.html
+import yaml
+
+from .conftest import MINIMAL, SEED, write_issue
+
+
+def _parts(eml: Path) -> tuple[email.message.EmailMessage, str, str]:
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    return message, text, html
+
+
+def _words(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _markdown_as_text(step: str) -> str:
+    """How the text part writes a Markdown step: links as 'label (url)'."""
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1 (\2)", step)
+
+
+def _markdown_as_html_text(step: str) -> str:
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1", step)
+
+
+def _visible_text(html: str) -> str:
+    """The text a reader sees in the HTML body."""
+    return _words(lxml.html.fromstring(html).body.text_content())
+
+
+def test_seed_issue_builds_three_files_and_prints_their_sizes(project, run):
+    result = run("build", f"issues/{SEED}.yaml")
+    assert result.exit_code == 0, result.output
+    out = project / "outbox" / SEED
+    for name in ("email.html", "email.txt", "email.eml"):
+        assert (out / name).stat().st_size > 1000
+        assert re.search(rf"outbox/{SEED}/{name}\s+\d+\.\d KB", result.output)
+
+
+def test_eml_is_a_complete_multipart_alternative_message(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    message, text, html = _parts(project / "outbox" / SEED / "email.eml")
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version"):
+        assert message[header], header
+    assert message["Subject"] == "Crisis and Tactical Round Up: Spring Solidarity"
+    assert message["To"] == "subscriber@example.org"
+    assert "roundup@example.org" in message["From"]
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert html.startswith("<!doctype html>")
+    # The files beside it are the same parts.
+    assert (project / "outbox" / SEED / "email.txt").read_text(encoding="utf-8") == text.replace("\r\n", "\n")
+
+
+def test_every_action_step_is_in_both_parts(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    _, text, html = _parts(project / "outbox" / SEED / "email.eml")
+    seed = yaml.safe_load((project / "issues" / f"{SEED}.yaml").read_text(encoding="utf-8"))
+    steps = [step for item in seed["items"] for step in item.get("actions", [])]
+    assert len(steps) == 11
+    seen_html, seen_text = _visible_text(html), _words(text)
+    for step in steps:
+        assert _words(_markdown_as_html_text(step)) in seen_html, step
+        assert _words(_markdown_as_text(step)) in seen_text, step
+
+
+def test_plain_text_reads_on_its_own(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    text = (project / "outbox" / SEED / "email.txt").read_text(encoding="utf-8")
+    assert "New: #StandWithBelarus on Social Media" in text
+    assert "WHAT YOU CAN DO" in text
+    assert re.search(r"^1\. Take or create a picture of a flower\.$", text, re.M)
+    assert re.search(r"^5\. Use hashtag #StandWithBelarus\.$", text, re.M)
+    # Links are written out, never hidden behind their label.
+    assert "online petition (https://example.org/free-navalny-petition)" in _words(text)
+    assert "https://example.org/belarus-solidarity" in text
+    assert "For more information: contact Hilary Homes, Crisis and Tactical Advisor (hhomes@amnesty.ca)" in _words(text)
+    assert re.search(r"^Unsubscribe: https://example\.org/unsubscribe\?t=\S+$", text, re.M)
+    assert max(len(line) for line in text.splitlines() if "https://" not in line) <= 78
+    assert "<" not in text.replace("<script>", "")  # no markup in the text part
+
+
+def test_all_seed_content_is_in_the_html(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    html = (project / "outbox" / SEED / "email.html").read_text(encoding="utf-8")
+    seen = _visible_text(html)
+    seed = yaml.safe_load((project / "issues" / f"{SEED}.yaml").read_text(encoding="utf-8"))
+    assert len(seed["items"]) == 7
+    for item in seed["items"]:
+        assert _words(item["title"]) in seen
+        for paragraph in item.get("body", "").split("\n\n"):
+            assert _words(_markdown_as_html_text(paragraph)) in seen
+        for post in item.get("sample_posts", []):
+            assert _words(post) in seen
+        for link in item.get("links", []):
+            assert _words(link["text"]) in seen
+            assert f'href="{link["url"]}"' in html
+    assert sum(len(i.get("sample_posts", [])) for i in seed["items"]) == 5
+    assert "will be read out on a radio station broadcasting into Myanmar" in seen
+
+
+def test_html_is_accessible_and_responsive(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    html = (project / "outbox" / SEED / "email.html").read_text(encoding="utf-8")
+    assert re.search(r'<html[^>]* lang="en"[^>]* dir="ltr"', html)
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    tables = re.findall(r"<table\b[^>]*>", html)
+    assert tables and all('role="presentation"' in t for t in tables)
+    assert "@media only screen and (max-width: 480px)" in html  # kept by premailer
+    assert "<!--[if mso | IE]>" in html  # Outlook's conditional blocks intact
+    assert "Stand with Belarus, show solidarity with Myanmar" in html  # the preheader
+    for label in ("New", "Ongoing"):
+        assert re.search(rf'<span class="badge badge-{label.lower()}"[^>]*>{label}</span>', html)
+    assert re.search(r"<img\b", html) is None or all('alt="' in img for img in re.findall(r"<img\b[^>]*>", html))
+    assert "fonts.googleapis.com" not in html
+    assert len(html.encode()) < 102 * 1024  # Gmail clips larger messages
+
+
+def test_footer_has_organisation_address_contact_and_unsubscribe(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    html = (project / "outbox" / SEED / "email.html").read_text(encoding="utf-8")
+    seen = _visible_text(html)
+    assert "Amnesty International Canada" in seen
+    assert "312 Laurier Avenue East" in seen
+    assert 'href="mailto:hhomes@amnesty.ca"' in html
+    link = re.search(r'<a href="(https://example\.org/unsubscribe\?t=[^"]+)"[^>]*>Unsubscribe</a>', html)
+    assert link, "no unsubscribe link"
+
+
+def test_right_to_left_language_sets_dir(project, run):
+    path = write_issue(project, MINIMAL.replace("date: 2021-05-03", "date: 2021-05-03\nlang: ar"))
+    assert run("build", path).exit_code == 0
+    html = (project / "outbox" / "test" / "email.html").read_text(encoding="utf-8")
+    assert re.search(r'<html[^>]* lang="ar"[^>]* dir="rtl"', html)
+
+
+def test_out_option_writes_elsewhere(project, run, tmp_path):
+    target = tmp_path / "elsewhere"
+    assert run("build", f"issues/{SEED}.yaml", "--out", target).exit_code == 0
+    assert sorted(p.name for p in target.iterdir()) == ["email.eml", "email.html", "email.txt"]
+
+
+def test_build_from_another_folder_finds_the_project(project, run, monkeypatch):
+    monkeypatch.chdir(project.parent)
+    result = run("build", project / "issues" / f"{SEED}.yaml")
+    assert result.exit_code == 0, result.output
+    assert (project / "outbox" / SEED / "email.eml").exists()
+
+
+def test_python_dash_m_works(project):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "check", f"issues/{SEED}.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "valid, 7 items" in done.stdout
