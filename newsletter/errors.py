@@ -21,7 +21,7 @@ class Problem:
     def __str__(self) -> str:
         where = ""
         if self.file is not None:
-            where = str(self.file)
+            where = _shown(self.file)
             if self.line is not None:
                 where += f":{self.line}"
                 if self.column is not None:
@@ -51,3 +51,13 @@ class NewsletterError(click.ClickException):
     def show(self, file=None) -> None:
         for problem in self.problems:
             click.echo(f"error: {problem}", err=True, file=file)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the current folder when it is below it, as typed otherwise."""
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return str(path)

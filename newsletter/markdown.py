@@ -36,9 +36,12 @@ def links(source: str) -> list[tuple[str, int]]:
     for token in _parser(permissive=True).parse(source):
         if token.type != "inline" or not token.children:
             continue
+        line = token.map[0] if token.map else 0
         for child in token.children:
-            if child.type == "link_open":
-                found.append((str(child.attrs.get("href", "")), token.map[0] if token.map else 0))
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "link_open":
+                found.append((str(child.attrs.get("href", "")), line))
     return found
 
 

@@ -20,14 +20,13 @@ M = TypeVar("M", bound=BaseModel)
 
 def load_issue(path: Path) -> tuple[Issue, Source]:
     source = load(path, "issue file")
-    problems = markdown_problems(source)
-    issue = validate(source, Issue, problems)
+    issue = validate(source, Issue, [*source.problems, *markdown_problems(source)])
     return issue, source
 
 
 def load_site(path: Path) -> Site:
     source = load(path, "site file")
-    return validate(source, Site, [])
+    return validate(source, Site, list(source.problems))
 
 
 def validate(source: Source, model: type[M], problems: list[Problem]) -> M:
@@ -39,9 +38,8 @@ def validate(source: Source, model: type[M], problems: list[Problem]) -> M:
         result = model.model_validate(source.data)
     except ValidationError as exc:
         problems.extend(_problem(source, model, error) for error in exc.errors())
-        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
-        raise NewsletterError(problems) from None
     if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise NewsletterError(problems)
     return result
 
@@ -66,8 +64,9 @@ def markdown_links(source: Source) -> list[tuple[str, Loc, int]]:
     found = []
     for loc, value in markdown_fields(source):
         node = source.values.get(loc)
-        # In a block scalar (|) the text starts on the line after the key.
-        block = node is not None and getattr(node, "style", None) in ("|", ">")
+        # In a literal block (|) the text starts on the line after the key and
+        # keeps its lines; a folded one (>) does not, so it gets the key's line.
+        block = node is not None and getattr(node, "style", None) == "|"
         for href, line in markdown.links(value):
             found.append((href, loc, line + 1 if block else 0))
     return found
@@ -99,7 +98,8 @@ def _problem(source: Source, model: type[BaseModel], error: Any) -> Problem:
     if message is None:
         message = str(error["msg"]).removeprefix("Value error, ")
     elif "{" in message:
-        message = message.format(kind=_kind(value), value=value, **error.get("ctx", {}))
+        shown = value if isinstance(value, str) and len(value) <= 60 else _kind(value)
+        message = message.format(kind=_kind(value), value=shown, **error.get("ctx", {}))
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(error["ctx"]["expected"]))
         guess = difflib.get_close_matches(str(value), choices, n=1)
@@ -142,7 +142,8 @@ def _kind(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return f"'{value}'"
+    text = str(value)
+    return f"'{text}'" if len(text) <= 60 else f"'{text[:57]}...'"
 
 
 def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:

@@ -37,6 +37,9 @@ class Source:
     text: str = ""
     values: dict[Loc, yaml.Node] = field(default_factory=dict)
     keys: dict[Loc, yaml.Node] = field(default_factory=dict)
+    # Found while reading (duplicated keys, unreadable values); reported
+    # together with validation's problems, not before them.
+    problems: list[Problem] = field(default_factory=list)
 
     def problem(self, loc: Loc, message: str, *, at_key: bool = False, line_offset: int = 0) -> Problem:
         """A `Problem` placed at `loc`, or at its nearest parent that exists."""
@@ -83,14 +86,19 @@ def read_text(path: Path, what: str = "file") -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        col = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
         raise NewsletterError(
             Problem(path, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8", line, col)
         ) from None
 
 
 def load(path: Path, what: str = "file") -> Source:
-    """Parse `path` into a `Source`. Raises NewsletterError on any problem."""
+    """Parse `path` into a `Source`.
+
+    Raises NewsletterError when the file cannot be read as YAML at all; lesser
+    problems are left in `Source.problems`.
+    """
     text = read_text(path, what)
     try:
         node = yaml.compose(text, Loader=_Loader)
@@ -99,6 +107,11 @@ def load(path: Path, what: str = "file") -> Source:
         message = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             message = f"{exc.problem} ({exc.context})"
+        if exc.context_mark and exc.context and ("quoted scalar" in exc.context or "flow" in exc.context):
+            # The parser notices an unclosed quote or bracket only where the
+            # file ends; the place to fix is where it was opened.
+            mark = exc.context_mark
+            message = f"this {'quote' if 'quoted' in exc.context else 'bracket'} is never closed ({exc.problem})"
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise NewsletterError(Problem(path, f"invalid YAML: {message}", line, col)) from None
@@ -107,11 +120,7 @@ def load(path: Path, what: str = "file") -> Source:
     source = Source(path, None, text)
     if node is None:
         raise NewsletterError(Problem(path, "the file is empty", 1, 1))
-    problems: list[Problem] = []
-    builder = _Builder(source, problems)
-    source.data = builder.build(node, ())
-    if problems:
-        raise NewsletterError(problems)
+    source.data = _Builder(source, source.problems).build(node, ())
     return source
 
 
