@@ -170,3 +170,28 @@ def test_python_dash_m_works(project):
     )
     assert done.returncode == 0, done.stderr
     assert "valid, 7 items" in done.stdout
+
+
+def test_check_warns_before_gmail_clips_the_html(project, run):
+    paragraph = "Words of the campaign, repeated to make a long issue. " * 20
+    body = "\n\n".join([paragraph] * 74)
+    text = MINIMAL.replace(
+        'body: "Something is happening."', "body: |\n" + "\n".join("      " + line for line in body.splitlines())
+    )
+    path = write_issue(project, text)
+    result = run("check", path)
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"warning: issues/test\.yaml: the HTML is 9\d KB, close to Gmail's 102 KB clipping limit", result.output
+    )
+    assert run("check", "--strict", path).exit_code == 1
+
+    path = write_issue(
+        project,
+        text.replace(
+            "    actions:",
+            "    notes: |\n" + "\n".join("      " + line for line in body.splitlines()) + "\n    actions:",
+        ),
+    )
+    result = run("check", path)
+    assert "Gmail clips messages over 102 KB" in result.output
