@@ -81,6 +81,168 @@ def schema(kind: str) -> None:
     click.echo(make_schema(kind), nl=False)
 
 
+@cli.command()
+@click.argument("issue", type=ISSUE)
+@click.option(
+    "--to", "to", type=click.Path(path_type=Path, dir_okay=False), help="Subscriber list: CSV with an email column."
+)
+@click.option("--dry-run", is_flag=True, help="Write every message to outbox/<slug>/dry-run/; connect to nothing.")
+@click.option("--test", "test_address", metavar="ADDRESS", help="Send one [TEST] message to ADDRESS; record nothing.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most this many messages in this run.")
+@click.option(
+    "--connections", type=click.IntRange(1, 50), default=4, show_default=True, help="Parallel SMTP connections."
+)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many messages per second.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--resend-uncertain", is_flag=True, help="Send again to recipients a crashed run left uncertain.")
+@click.option("--retry-failed", is_flag=True, help="Try again the recipients that failed before.")
+@click.option(
+    "--suppressed",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Addresses never to mail [default: suppressions.csv in the project, if any].",
+)
+@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False), help="Also trust this CA's certificates.")
+def send(
+    issue: Path,
+    to: Path | None,
+    dry_run: bool,
+    test_address: str | None,
+    limit: int | None,
+    connections: int,
+    rate: float | None,
+    yes: bool,
+    resend_uncertain: bool,
+    retry_failed: bool,
+    suppressed: Path | None,
+    ca_file: Path | None,
+) -> None:
+    """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
+    from .commands import send as sending
+    from .sending import Options
+
+    if test_address:
+        settings = _smtp_settings(issue, ca_file)
+        sending.send_test(issue, test_address, settings)
+        click.echo(f"sent a [TEST] message to {test_address} through {settings.address}")
+        return
+    if to is None:
+        raise click.UsageError("give the subscriber list with --to LIST.csv (or --test ADDRESS)")
+    if dry_run:
+        result = sending.dry_run(issue, to, limit=limit, suppressed=suppressed)
+        click.echo(f"dry run: wrote {result.written} messages to {_shown(result.folder)}/; sent nothing")
+        for state, n in sorted(result.skipped.items()):
+            click.echo(f"  skipped {n} {state}")
+        return
+    plan = sending.plan_send(
+        issue, to, suppressed=suppressed, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+    )
+    with plan.ledger:
+        _send_planned(issue, to, plan, limit, Options(connections=connections, rate=rate), yes, ca_file)
+
+
+def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None) -> None:
+    import time
+
+    skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
+    if plan.uncertain:
+        click.echo(
+            f"warning: {len(plan.uncertain)} recipients are uncertain: an earlier run stopped while sending to them, "
+            "so they may or may not have the message. They are not sent again unless you add --resend-uncertain: "
+            + ", ".join(plan.uncertain[:10])
+            + (" ..." if len(plan.uncertain) > 10 else ""),
+            err=True,
+        )
+    to_send = min(plan.to_send, limit) if limit else plan.to_send
+    if to_send == 0:
+        click.echo(
+            f"nothing to send: {plan.already_sent} already sent, {plan.failed_before} failed, skipped: {skipped}"
+        )
+        return
+    settings = _smtp_settings(issue, ca_file)
+    subject = plan.checked.issue.subject_line
+    click.echo(f"Issue:      {subject}")
+    click.echo(f"Recipients: {to_send} to send now ({plan.already_sent} already sent; skipped: {skipped})")
+    click.echo(f"Server:     {settings.address}" + (f" as {settings.username}" if settings.username else ""))
+    if plan.checked.warnings:
+        click.echo(f"Warnings:   {len(plan.checked.warnings)} (see newsletter check {issue})")
+    if not yes:
+        click.confirm("Send now?", abort=True)
+    started = time.monotonic()
+    from .commands.send import execute
+
+    with click.progressbar(
+        length=to_send,
+        label="Sending",
+        show_pos=True,
+        show_eta=True,
+        item_show_func=lambda _: _rate(bar_done[0], started),
+        file=None,
+    ) as bar:
+        bar_done = [0]
+
+        def progress(n: int) -> None:
+            bar_done[0] += n
+            bar.update(n, bar_done[0])
+
+        outcome = execute(plan, settings, options, limit=limit, on_progress=progress)
+    counts = plan.ledger.counts(plan.checked.rendered.slug)
+    click.echo(
+        f"sent {outcome.sent}, failed {outcome.failed} in {outcome.elapsed:.1f} s; "
+        f"in all: {counts['sent']} sent, {counts['failed']} failed, {counts['pending']} still to send, "
+        f"{counts['sending']} uncertain, skipped: {skipped}"
+    )
+    resume = f"newsletter send {issue} --to {to}"
+    if outcome.interrupted:
+        raise NewsletterError(f"interrupted after the messages in flight were finished; resume with: {resume}")
+    if outcome.stopped:
+        raise NewsletterError(
+            f"stopped: {outcome.stopped}. Nothing more was sent; fix the problem, then resume with: {resume}"
+        )
+    if counts["failed"]:
+        click.echo(f"see the failures with: newsletter status {issue}")
+
+
+def _rate(done: int, started: float) -> str:
+    import time
+
+    elapsed = time.monotonic() - started
+    return f"{done / elapsed:.0f} msg/s" if elapsed > 0 and done else ""
+
+
+def _smtp_settings(issue: Path, ca_file: Path | None):
+    from .project import open_project
+    from .smtp import settings_from, with_password
+
+    settings = settings_from(open_project(issue).site.smtp, ca_file)
+    if settings.username and not settings.password:
+        if not click.get_text_stream("stdin").isatty():
+            raise NewsletterError(
+                f"set NEWSLETTER_SMTP_PASSWORD: the password for {settings.username} on {settings.host}"
+            )
+        settings = with_password(settings, click.prompt(f"SMTP password for {settings.username}", hide_input=True))
+    return settings
+
+
+@cli.command()
+@click.argument("issue", type=ISSUE)
+def status(issue: Path) -> None:
+    """What the send ledger says of ISSUE: counts per state, failures, uncertain recipients."""
+    from .commands.send import status as ledger_status
+
+    found = ledger_status(issue)
+    for state, n in found.counts.items():
+        click.echo(f"{state:>10}  {n}")
+    for title, rows in (
+        ("failed", found.failures),
+        ("uncertain (may or may not have it)", found.uncertain),
+        ("invalid", found.invalid),
+    ):
+        if rows:
+            click.echo(f"\n{title}:")
+            for email, reply, attempts, line in rows:
+                click.echo(f"  {email or '(empty)'}  (list line {line}, {attempts} attempts): {reply}")
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))

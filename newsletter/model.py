@@ -47,8 +47,13 @@ def _web_url(value: str) -> str:
     return value
 
 
+def is_email_address(value: str) -> bool:
+    """A plain ASCII address: what any SMTP relay accepts without SMTPUTF8."""
+    return value.isascii() and len(value) <= 254 and _ADDRESS.match(value) is not None
+
+
 def _email(value: str) -> str:
-    if not _ADDRESS.match(value):
+    if not is_email_address(value):
         raise ValueError(f"'{value}' is not an email address")
     return value
 

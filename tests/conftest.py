@@ -53,3 +53,31 @@ items:
     actions:
       - "Do a thing."
 """
+
+
+@pytest.fixture
+def inbox():
+    from .smtp_server import Inbox
+
+    return Inbox()
+
+
+@pytest.fixture
+def smtp_server(inbox, project, monkeypatch):
+    """A plain SMTP server on 127.0.0.1 that the project sends to."""
+    from .smtp_server import Recorder, start
+
+    handler = Recorder(inbox)
+    controller = start(handler)
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    yield handler
+    controller.stop()
+
+
+def write_list(folder: Path, rows: list[str], name: str = "list.csv") -> Path:
+    path = folder / name
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,210 @@
+"""`newsletter send` and `newsletter status`: plain functions; the CLI asks and prints."""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import ssl
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from ..errors import NewsletterError, Problem
+from ..ledger import FAILED, SENDING, Ledger
+from ..message import Envelope, Recipient
+from ..model import is_email_address
+from ..pipeline import Checked, check
+from ..sending import Options, Outcome, Sender, reply_text
+from ..smtp import Settings, close, connect
+from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
+from ..unsubscribe import PREVIEW_SECRET, SECRET_ENV, secret_from_env
+from .build import write_atomically
+
+LEDGER_FILE = "ledger.sqlite3"
+SUPPRESSION_FILE = "suppressions.csv"
+TEST_PREFIX = "[TEST] "
+
+
+def ledger_path(checked: Checked) -> Path:
+    return checked.project.outbox / LEDGER_FILE
+
+
+def suppression_path(checked: Checked, given: Path | None) -> Path | None:
+    if given is not None:
+        if not given.exists():
+            raise NewsletterError(Problem(given, "no such suppression list"))
+        return given
+    default = checked.project.root / SUPPRESSION_FILE
+    return default if default.exists() else None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    folder: Path
+    written: int
+    skipped: Counter[str]
+
+
+def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed: Path | None = None) -> DryRun:
+    """Write every message as .eml under outbox/<slug>/dry-run/; connect to nothing, record nothing."""
+    checked = check(issue_path)
+    envelope = Envelope.prepare(checked.rendered)
+    secret = secret_from_env() or PREVIEW_SECRET
+    folder = checked.project.outbox / checked.rendered.slug / "dry-run"
+    shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
+    folder.mkdir(parents=True)
+    written = 0
+    skipped: Counter[str] = Counter()
+    for entry in read_subscribers(to, read_suppressions(suppression_path(checked, suppressed))):
+        if entry.state != PENDING:
+            skipped[entry.state] += 1
+            continue
+        if limit is not None and written >= limit:
+            break
+        recipient = Recipient(entry.email, entry.name, entry.fields)
+        written += 1
+        name = f"{written:06d}-{_safe(entry.email)}.eml"
+        write_atomically(folder / name, envelope.compose(recipient, envelope.values(recipient, secret)))
+    return DryRun(folder, written, skipped)
+
+
+def send_test(issue_path: Path, address: str, settings: Settings) -> str:
+    """One message with a [TEST] subject to `address`; recorded nowhere. Returns the server's reply."""
+    if not is_email_address(address):
+        raise NewsletterError(f"--test: '{address}' is not an email address")
+    checked = check(issue_path)
+    envelope = Envelope.prepare(checked.rendered, subject_prefix=TEST_PREFIX)
+    recipient = Recipient(address)
+    message = envelope.compose(recipient, envelope.values(recipient, secret_from_env() or PREVIEW_SECRET))
+    try:
+        smtp = connect(settings)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise NewsletterError(f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise NewsletterError(
+            f"{settings.address}: the server's certificate is not trusted: {exc.verify_message}"
+        ) from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise NewsletterError(f"cannot reach {settings.address}: {exc}") from None
+    try:
+        refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
+        if refused:
+            code, text = refused[address]
+            raise NewsletterError(f"the server refused {address}: {code} {reply_text(text)}")
+        return "accepted"
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = exc.recipients[address]
+        raise NewsletterError(f"the server refused {address}: {code} {reply_text(text)}") from None
+    except smtplib.SMTPResponseException as exc:
+        raise NewsletterError(f"the server refused the message: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise NewsletterError(f"sending failed: {exc}") from None
+    finally:
+        close(smtp)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a send is about to do, for the confirmation prompt."""
+
+    checked: Checked
+    ledger: Ledger
+    to_send: int
+    already_sent: int
+    skipped: dict[str, int]  # duplicate, invalid, suppressed
+    uncertain: list[str]  # addresses left `sending` by an earlier run that died
+    failed_before: int
+
+
+def plan_send(
+    issue_path: Path,
+    to: Path,
+    *,
+    suppressed: Path | None = None,
+    resend_uncertain: bool = False,
+    retry_failed: bool = False,
+) -> Plan:
+    """Check the issue, record the list in the ledger, and count what a send would do."""
+    checked = check(issue_path)
+    slug = checked.rendered.slug
+    entries: Iterator[Entry] = read_subscribers(to, read_suppressions(suppression_path(checked, suppressed)))
+    ledger = Ledger(ledger_path(checked))
+    try:
+        ledger.import_list(slug, entries)
+        if resend_uncertain:
+            ledger.reset(slug, SENDING)
+        if retry_failed:
+            ledger.reset(slug, FAILED)
+        counts = ledger.counts(slug)
+        uncertain = [email for email, *_ in ledger.rows_in(slug, SENDING)]
+    except BaseException:
+        ledger.close()
+        raise
+    return Plan(
+        checked,
+        ledger,
+        to_send=counts[PENDING],
+        already_sent=counts["sent"],
+        skipped={k: counts[k] for k in (DUPLICATE, INVALID, SUPPRESSED)},
+        uncertain=uncertain,
+        failed_before=counts[FAILED],
+    )
+
+
+def execute(
+    plan: Plan,
+    settings: Settings,
+    options: Options,
+    *,
+    limit: int | None = None,
+    secret: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Send what the plan says is pending. The caller closes `plan.ledger`."""
+    secret = secret or secret_from_env()
+    if not secret:
+        raise NewsletterError(
+            f"set {SECRET_ENV}: the key that signs each subscriber's unsubscribe link "
+            "(keep it the same for every issue)"
+        )
+    slug = plan.checked.rendered.slug
+    envelope = Envelope.prepare(plan.checked.rendered)
+    rows = plan.ledger.pending(slug)
+    if limit is not None:
+        rows = islice(rows, limit)
+    return Sender(envelope, settings, plan.ledger, secret, options, on_progress).run(rows)
+
+
+@dataclass(frozen=True)
+class Status:
+    counts: dict[str, int]
+    failures: list[tuple[str, str, int, int]]
+    uncertain: list[tuple[str, str, int, int]]
+    invalid: list[tuple[str, str, int, int]]
+
+
+def status(issue_path: Path) -> Status:
+    checked_root = _project_for_status(issue_path)
+    path = checked_root / "outbox" / LEDGER_FILE
+    slug = issue_path.name.removesuffix(".yaml").removesuffix(".yml")
+    if not path.exists():
+        raise NewsletterError(Problem(issue_path, "has not been sent yet: there is no send ledger"))
+    with Ledger(path) as ledger:
+        return Status(
+            ledger.counts(slug),
+            ledger.rows_in(slug, FAILED),
+            ledger.rows_in(slug, SENDING),
+            ledger.rows_in(slug, INVALID),
+        )
+
+
+def _project_for_status(issue_path: Path) -> Path:
+    from ..project import open_project
+
+    return open_project(issue_path).root
+
+
+def _safe(address: str) -> str:
+    return "".join(c if c.isalnum() or c in "@.-_+" else "_" for c in address)[:80]

@@ -1,0 +1,263 @@
+"""Deliver prepared messages over a pool of SMTP connections, with the ledger.
+
+Each worker thread owns one connection and reuses it for many messages.
+Temporary replies and dropped connections are retried with backoff; a
+permanent reply fails that recipient only; a run of failures in a row, a
+refused login or an unreachable server stops the send, which can then be
+resumed by running the same command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .errors import NewsletterError
+from .ledger import FAILED, SENDING, SENT, Ledger, Row
+from .message import Envelope, Recipient
+from .smtp import Settings, close, connect
+from .subscribers import PENDING
+
+TEMPORARY = {421, 450, 451, 452, 454}
+_LEADING_DOT = re.compile(rb"^\.", re.M)
+
+
+@dataclass(frozen=True)
+class Options:
+    connections: int = 4
+    rate: float | None = None  # messages per second, all connections together
+    max_attempts: int = 5
+    retry_delay: float = 2.0  # before the second attempt; doubles after each
+    max_failures_in_a_row: int = 20
+
+
+@dataclass
+class Outcome:
+    sent: int = 0
+    failed: int = 0
+    stopped: str | None = None  # why the send stopped early, if it did
+    interrupted: bool = False
+    elapsed: float = 0.0
+    replies: list[str] = field(default_factory=list)
+
+
+class _Fatal(Exception):
+    """The send cannot go on (login refused, server unreachable, certificate not trusted)."""
+
+
+class Sender:
+    def __init__(
+        self,
+        envelope: Envelope,
+        settings: Settings,
+        ledger: Ledger,
+        secret: str,
+        options: Options,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.envelope = envelope
+        self.settings = settings
+        self.ledger = ledger
+        self.secret = secret
+        self.options = options
+        self.on_progress = on_progress or (lambda n: None)
+        self.sender_address = envelope.rendered.site.from_.email
+        self.stop = threading.Event()
+        self.outcome = Outcome()
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+        self._next_slot = 0.0
+
+    def run(self, rows: Iterator[Row]) -> Outcome:
+        """Send every row; returns when done, stopped, or interrupted (Ctrl-C)."""
+        started = time.monotonic()
+        work: queue.Queue[Row | None] = queue.Queue(maxsize=self.options.connections * 4)
+        workers = [
+            threading.Thread(target=self._work, args=(work,), name=f"smtp-{i}", daemon=True)
+            for i in range(self.options.connections)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            for row in rows:
+                while not self.stop.is_set():
+                    try:
+                        work.put(row, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stop.is_set():
+                    break
+            for _ in workers:
+                while any(w.is_alive() for w in workers):
+                    try:
+                        work.put(None, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+            while any(w.is_alive() for w in workers):
+                for worker in workers:
+                    worker.join(timeout=0.2)
+        except KeyboardInterrupt:
+            # Stop after the messages in flight; their rows are marked as
+            # they finish. A second Ctrl-C ends the process at once.
+            self.outcome.interrupted = True
+            self.stop.set()
+            for worker in workers:
+                worker.join()
+        self.outcome.elapsed = time.monotonic() - started
+        return self.outcome
+
+    # -- one worker --------------------------------------------------------
+
+    def _work(self, work: queue.Queue[Row | None]) -> None:
+        smtp: smtplib.SMTP | None = None
+        try:
+            while not self.stop.is_set():
+                row = work.get()
+                if row is None:
+                    return
+                smtp = self._deliver(row, smtp)
+        finally:
+            if smtp is not None:
+                close(smtp)
+
+    def _deliver(self, row: Row, smtp: smtplib.SMTP | None) -> smtplib.SMTP | None:
+        recipient = Recipient(row.email, row.name, row.fields)
+        try:
+            message = self.envelope.compose(recipient, self.envelope.values(recipient, self.secret))
+        except NewsletterError as exc:
+            self.ledger.mark(row.id, FAILED, str(exc), attempt=True)
+            self._count(ok=False, reply=str(exc))
+            return smtp
+        delay = self.options.retry_delay
+        for attempt in range(1, self.options.max_attempts + 1):
+            self._wait_for_rate()
+            try:
+                if smtp is None:
+                    smtp = self._connect()
+                reply = self._transmit(smtp, row, message)
+            except _Fatal as exc:
+                self.ledger.mark(row.id, PENDING, str(exc))
+                self._halt(str(exc))
+                return None
+            except smtplib.SMTPResponseException as exc:
+                code, text = exc.smtp_code, reply_text(exc.smtp_error)
+                if code == 421:  # the server is closing this connection
+                    smtp = self._drop(smtp)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, raw = next(iter(exc.recipients.values()))
+                text = reply_text(raw)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                code, text = None, f"connection lost: {exc}" if str(exc) else "connection lost"
+                smtp = self._drop(smtp)
+            else:
+                self.ledger.mark(row.id, SENT, reply, attempt=True)
+                self._count(ok=True, reply=reply)
+                return smtp
+            reply = f"{code} {text}" if code else text
+            permanent = code is not None and code not in TEMPORARY and code >= 500
+            if permanent or attempt == self.options.max_attempts or self.stop.is_set():
+                if permanent or not self.stop.is_set():
+                    final = reply if permanent else f"gave up after {attempt} attempts: {reply}"
+                    self.ledger.mark(row.id, FAILED, final, attempt=True)
+                    self._count(ok=False, reply=final)
+                else:
+                    self.ledger.mark(row.id, PENDING, reply, attempt=True)
+                return smtp
+            self.ledger.mark(row.id, PENDING, reply, attempt=True)
+            self.stop.wait(delay)
+            delay *= 2
+        return smtp
+
+    def _transmit(self, smtp: smtplib.SMTP, row: Row, message: bytes) -> str:
+        """MAIL, RCPT, DATA; the row is marked `sending` just before the final dot."""
+        code, text = smtp.mail(self.sender_address)
+        if code != 250:
+            _reset(smtp)
+            raise smtplib.SMTPSenderRefused(code, text, self.sender_address)
+        code, text = smtp.rcpt(row.email)
+        if code not in (250, 251):
+            _reset(smtp)
+            raise smtplib.SMTPRecipientsRefused({row.email: (code, text)})
+        code, text = smtp.docmd("DATA")
+        if code != 354:
+            _reset(smtp)
+            raise smtplib.SMTPDataError(code, text)
+        smtp.send(_LEADING_DOT.sub(b"..", message))
+        # Until the server answers the final dot, the message may or may not
+        # be accepted: if this process dies now, the row says so.
+        self.ledger.mark(row.id, SENDING)
+        smtp.send(b".\r\n")
+        code, text = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, text)
+        return f"{code} {reply_text(text)}"
+
+    def _connect(self) -> smtplib.SMTP:
+        delay = self.options.retry_delay
+        for attempt in range(1, self.options.max_attempts + 1):
+            try:
+                return connect(self.settings)
+            except smtplib.SMTPAuthenticationError as exc:
+                raise _Fatal(f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
+            except ssl.SSLCertVerificationError as exc:
+                raise _Fatal(f"the server's certificate is not trusted: {exc.verify_message}") from None
+            except smtplib.SMTPNotSupportedError as exc:
+                raise _Fatal(str(exc)) from None
+            except (smtplib.SMTPException, OSError) as exc:
+                if attempt == self.options.max_attempts or self.stop.is_set():
+                    raise _Fatal(f"cannot reach {self.settings.address}: {exc}") from None
+                self.stop.wait(delay)
+                delay *= 2
+        raise _Fatal(f"cannot reach {self.settings.address}")
+
+    def _drop(self, smtp: smtplib.SMTP | None) -> None:
+        if smtp is not None:
+            close(smtp)
+        return None
+
+    def _wait_for_rate(self) -> None:
+        if not self.options.rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1 / self.options.rate
+        if slot > now:
+            self.stop.wait(slot - now)
+
+    def _count(self, *, ok: bool, reply: str) -> None:
+        with self._lock:
+            if ok:
+                self.outcome.sent += 1
+                self._in_a_row = 0
+            else:
+                self.outcome.failed += 1
+                self._in_a_row += 1
+                if self._in_a_row >= self.options.max_failures_in_a_row and not self.stop.is_set():
+                    self.outcome.stopped = f"{self._in_a_row} messages in a row failed; the last: {reply}"
+                    self.stop.set()
+            self.on_progress(1)
+
+    def _halt(self, why: str) -> None:
+        with self._lock:
+            if self.outcome.stopped is None:
+                self.outcome.stopped = why
+            self.stop.set()
+
+
+def _reset(smtp: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.rset()
+
+
+def reply_text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

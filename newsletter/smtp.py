@@ -1,0 +1,133 @@
+"""Connecting to the organisation's SMTP relay, safely.
+
+Certificates are always verified. Plain connections (`security: none`) and
+passwords over an unencrypted connection are allowed only to this machine
+(a local relay or a test server), never across a network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import smtplib
+import ssl
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import NewsletterError
+from .model import Smtp
+
+ENV = "NEWSLETTER_SMTP_"
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    security: str  # starttls | ssl | none
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    timeout: float = TIMEOUT
+
+    def __repr__(self) -> str:  # never show the password, even in a debugger or log
+        shown = "***" if self.password else None
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, security={self.security!r}, "
+            f"username={self.username!r}, password={shown})"
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port} ({self.security})"
+
+
+def settings_from(site_smtp: Smtp, ca_file: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """The site file's `smtp:` section with NEWSLETTER_SMTP_* environment overrides."""
+    env = os.environ if environ is None else environ
+    port_text = env.get(ENV + "PORT")
+    try:
+        port = int(port_text) if port_text else site_smtp.port
+    except ValueError:
+        raise NewsletterError(f"{ENV}PORT must be a port number, not {port_text!r}") from None
+    security = env.get(ENV + "SECURITY") or site_smtp.security
+    if security not in ("starttls", "ssl", "none"):
+        raise NewsletterError(f"{ENV}SECURITY must be starttls, ssl or none, not {security!r}")
+    ca = ca_file or (Path(env[ENV + "CA_FILE"]) if env.get(ENV + "CA_FILE") else None)
+    settings = Settings(
+        host=env.get(ENV + "HOST") or site_smtp.host,
+        port=port,
+        security=security,
+        username=env.get(ENV + "USERNAME") or site_smtp.username,
+        password=env.get(ENV + "PASSWORD") or None,
+        ca_file=ca,
+    )
+    check_safe(settings)
+    return settings
+
+
+def with_password(settings: Settings, password: str | None) -> Settings:
+    return replace(settings, password=password)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_safe(settings: Settings) -> None:
+    """Refuse what would send mail or a password in the clear across a network."""
+    if settings.security == "none" and not is_loopback(settings.host):
+        raise NewsletterError(
+            f"security: none sends everything unencrypted; it is allowed only to this machine, not to {settings.host}"
+        )
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        raise NewsletterError(f"CA file {settings.ca_file} does not exist")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if settings.ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.ca_file))
+    return context
+
+
+def connect(settings: Settings) -> smtplib.SMTP:
+    """An open, authenticated connection. Raises smtplib/OS errors for the caller to classify."""
+    if settings.security == "ssl":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+            settings.host, settings.port, timeout=settings.timeout, context=tls_context(settings)
+        )
+    else:
+        smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+    try:
+        smtp.ehlo()
+        if settings.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                raise smtplib.SMTPNotSupportedError(
+                    f"{settings.host} does not offer STARTTLS; refusing to send unencrypted"
+                )
+            smtp.starttls(context=tls_context(settings))
+            smtp.ehlo()
+        if settings.username:
+            if settings.security == "none" and not is_loopback(settings.host):  # check_safe already refuses this
+                raise NewsletterError("refusing to send a password over an unencrypted connection")
+            smtp.login(settings.username, settings.password or "")
+    except BaseException:
+        close(smtp)
+        raise
+    return smtp
+
+
+def close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        with contextlib.suppress(OSError):
+            smtp.close()

@@ -1,0 +1,105 @@
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, with TLS and AUTH when asked."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+USER, PASSWORD = "advisor", "s3cret-pass"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Inbox:
+    """What the server accepted, in order."""
+
+    messages: list[email.message.EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def recipients(self) -> Counter[str]:
+        with self.lock:
+            return Counter(rcpt.lower() for _, rcpts in self.envelopes for rcpt in rcpts)
+
+    def by_recipient(self, address: str) -> email.message.EmailMessage:
+        with self.lock:
+            for (_, rcpts), message in zip(self.envelopes, self.messages, strict=True):
+                if address.lower() in (r.lower() for r in rcpts):
+                    return message
+        raise KeyError(address)
+
+
+class Recorder:
+    """An aiosmtpd handler that keeps every message; `fault` may answer instead."""
+
+    def __init__(self, inbox: Inbox, fault: Callable[[str, int], str | None] | None = None) -> None:
+        self.inbox = inbox
+        self.fault = fault  # (recipient, attempt number) -> an SMTP reply to give instead of 250, or None
+        self.attempts: Counter[str] = Counter()
+        self.on_data: Callable[[str], None] | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        rcpt = envelope.rcpt_tos[0].lower()
+        self.attempts[rcpt] += 1
+        if self.fault is not None:
+            reply = self.fault(rcpt, self.attempts[rcpt])
+            if reply == "drop":
+                session.transport.close()  # the connection dies before the message is accepted
+                return "421 closing"
+            if reply:
+                return reply
+        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        with self.inbox.lock:
+            self.inbox.messages.append(message)
+            self.inbox.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        if self.on_data is not None:
+            self.on_data(rcpt)
+        return "250 OK queued"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == USER.encode()
+        and auth_data.password == PASSWORD.encode()
+    )
+    return AuthResult(success=ok)
+
+
+def start(
+    handler: Recorder,
+    *,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+    auth: bool = False,
+) -> Controller:
+    kwargs: dict = {}
+    if starttls is not None:
+        kwargs.update(tls_context=starttls, require_starttls=True)
+    if auth:
+        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=starttls is not None)
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=free_port(),
+        ssl_context=implicit_tls,
+        server_hostname="localhost",
+        data_size_limit=10_000_000,
+        **kwargs,
+    )
+    controller.start()
+    return controller
