@@ -118,11 +118,29 @@ def connect(settings: Settings) -> smtplib.SMTP:
         if settings.username:
             if settings.security == "none" and not is_loopback(settings.host):  # check_safe already refuses this
                 raise NewsletterError("refusing to send a password over an unencrypted connection")
-            smtp.login(settings.username, settings.password or "")
+            _login(smtp, settings.username, settings.password or "")
     except BaseException:
         close(smtp)
         raise
     return smtp
+
+
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """One AUTH attempt with the best mechanism offered.
+
+    smtplib's `login` tries every mechanism in turn after a refusal; some
+    servers then wait for input that never comes, so a wrong password would
+    hang until the timeout instead of failing at once.
+    """
+    offered = smtp.esmtp_features.get("auth", "").upper().split()
+    if not offered:
+        raise smtplib.SMTPNotSupportedError(f"the server does not offer AUTH, but a username ({username}) is set")
+    smtp.user, smtp.password = username, password
+    for mechanism, method in (("PLAIN", smtp.auth_plain), ("LOGIN", smtp.auth_login), ("CRAM-MD5", smtp.auth_cram_md5)):
+        if mechanism in offered:
+            smtp.auth(mechanism, method, initial_response_ok=mechanism != "LOGIN")
+            return
+    raise smtplib.SMTPNotSupportedError(f"no AUTH mechanism in common with the server (it offers {' '.join(offered)})")
 
 
 def close(smtp: smtplib.SMTP) -> None:

@@ -50,7 +50,14 @@ class Recorder:
         self.inbox = inbox
         self.fault = fault  # (recipient, attempt number) -> an SMTP reply to give instead of 250, or None
         self.attempts: Counter[str] = Counter()
-        self.on_data: Callable[[str], None] | None = None
+        self.on_data: Callable[[str], None] | None = None  # after a message is stored, before the 250
+        self.on_rcpt: Callable[[str], None] | None = None  # before a message's DATA
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.on_rcpt is not None:
+            self.on_rcpt(address.lower())
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         rcpt = envelope.rcpt_tos[0].lower()
@@ -77,7 +84,7 @@ def authenticator(server, session, envelope, mechanism, auth_data):
         and auth_data.login == USER.encode()
         and auth_data.password == PASSWORD.encode()
     )
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
 
 
 def start(
