@@ -65,7 +65,7 @@ class Recorder:
         if self.fault is not None:
             reply = self.fault(rcpt, self.attempts[rcpt])
             if reply == "drop":
-                session.transport.close()  # the connection dies before the message is accepted
+                server.transport.close()  # the connection dies before the message is accepted
                 return "421 closing"
             if reply:
                 return reply
