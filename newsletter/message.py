@@ -20,6 +20,7 @@ from email.utils import formataddr, formatdate
 
 from .errors import NewsletterError
 from .render import Rendered
+from .slots import Slotted
 from .unsubscribe import unsubscribe_url
 
 CRLF = "\r\n"
@@ -40,6 +41,8 @@ class Envelope:
     headers: str  # the common header block, CRLF-terminated lines
     boundary: str
     domain: str
+    text: EncodedPart
+    html: EncodedPart
 
     @classmethod
     def prepare(cls, rendered: Rendered, subject_prefix: str = "") -> Envelope:
@@ -54,7 +57,14 @@ class Envelope:
         if site.reply_to:
             lines.insert(1, header("Reply-To", site.reply_to, structured=True))
         boundary = f"=_nl_{secrets.token_hex(12)}"  # '=_' never occurs in quoted-printable text
-        return cls(rendered, "".join(lines), boundary, site.domain)
+        return cls(
+            rendered,
+            "".join(lines),
+            boundary,
+            site.domain,
+            EncodedPart.of("plain", rendered.text),
+            EncodedPart.of("html", rendered.html),
+        )
 
     def message_id(self, email: str) -> str:
         """The same for the same issue and recipient, so a receiving server can drop a repeat."""
@@ -88,11 +98,17 @@ class Envelope:
             lines.append(header("List-Unsubscribe", ", ".join(targets), structured=True))
             lines.append(f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}")
         lines.append(f'Content-Type: multipart/alternative; boundary="{self.boundary}"{CRLF}')
-        text = self.rendered.text.fill(values)
-        html = self.rendered.html.fill(values)
-        b = self.boundary
-        body = f"{CRLF}--{b}{CRLF}{_part('plain', text)}{CRLF}--{b}{CRLF}{_part('html', html)}{CRLF}--{b}--{CRLF}"
-        return (self.headers + "".join(lines) + body).encode("ascii")
+        b = f"--{self.boundary}".encode()
+        return b"".join(
+            (
+                (self.headers + "".join(lines)).encode("ascii"),
+                b"\r\n" + b + b"\r\n",
+                self.text.fill(values),
+                b"\r\n" + b + b"\r\n",
+                self.html.fill(values),
+                b"\r\n" + b + b"--\r\n",
+            )
+        )
 
 
 def header(name: str, value: str, *, structured: bool = False) -> str:
@@ -110,10 +126,39 @@ def header(name: str, value: str, *, structured: bool = False) -> str:
     return f"{name}: {Header(value, charset, header_name=name).encode(linesep=CRLF)}{CRLF}"
 
 
-def _part(subtype: str, content: str) -> str:
-    data = content.replace("\r\n", "\n").replace("\n", CRLF).encode("utf-8")
-    body = binascii.b2a_qp(data, quotetabs=False, istext=True).decode("ascii")
-    return (
-        f"Content-Type: text/{subtype}; charset=utf-8{CRLF}"
-        f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}{body}"
-    )
+@dataclass(frozen=True)
+class EncodedPart:
+    """One MIME part whose quoted-printable body is encoded once, slots apart.
+
+    Each literal piece is encoded on its own, and pieces are joined with a
+    soft line break ("=" at the end of a line), which decoders remove: lines
+    stay within 76 characters, the decoded text is exactly the filled-in
+    text, and per recipient only the slot values need encoding.
+    """
+
+    head: bytes
+    literals: tuple[bytes, ...]
+    slotted: Slotted
+
+    @classmethod
+    def of(cls, subtype: str, slotted: Slotted) -> EncodedPart:
+        head = (
+            f"Content-Type: text/{subtype}; charset=utf-8{CRLF}Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+        ).encode("ascii")
+        return cls(head, tuple(_qp(piece) for piece in slotted.literals), slotted)
+
+    def fill(self, values: Mapping[str, str]) -> bytes:
+        out = [self.head, self.literals[0]]
+        for value, literal in zip(self.slotted.values(values), self.literals[1:], strict=True):
+            out += (_SOFT_BREAK, _qp(value), _SOFT_BREAK, literal)
+        return b"".join(out)
+
+
+_SOFT_BREAK = b"=\r\n"
+
+
+def _qp(text: str) -> bytes:
+    data = text.replace("\r\n", "\n").encode("utf-8")
+    # binascii ends soft line breaks like the text's first line, or with a
+    # bare LF when it has none; SMTP wants CRLF everywhere.
+    return binascii.b2a_qp(data, quotetabs=False, istext=True).replace(b"\n", b"\r\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import smtplib
 import ssl
 import threading
@@ -26,7 +25,6 @@ from .smtp import Settings, close, connect
 from .subscribers import PENDING
 
 TEMPORARY = {421, 450, 451, 452, 454}
-_LEADING_DOT = re.compile(rb"^\.", re.M)
 
 
 @dataclass(frozen=True)
@@ -191,7 +189,7 @@ class Sender:
         if code != 354:
             _reset(smtp)
             raise smtplib.SMTPDataError(code, text)
-        smtp.send(_LEADING_DOT.sub(b"..", message))
+        smtp.send(dot_stuffed(message))
         # Until the server answers the final dot, the message may or may not
         # be accepted: if this process dies now, the row says so.
         self.ledger.mark(row.id, SENDING)
@@ -252,6 +250,12 @@ class Sender:
             if self.outcome.stopped is None:
                 self.outcome.stopped = why
             self.stop.set()
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """RFC 5321 transparency: a line starting with "." gets another (the message has CRLF lines)."""
+    stuffed = message.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
 def _reset(smtp: smtplib.SMTP) -> None:

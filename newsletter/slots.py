@@ -74,12 +74,14 @@ class Slotted:
         slots = tuple(registry.slots[int(i)] for i in pieces[1::2])
         return cls(literals, slots, _escape_html if is_html else str)
 
+    def values(self, values: Mapping[str, str]) -> list[str]:
+        """What goes into each slot, in order, escaped for this text."""
+        return [self.escape(values.get(slot.key) or slot.fallback) for slot in self.slots]
+
     def fill(self, values: Mapping[str, str]) -> str:
         out = [self.literals[0]]
-        for slot, literal in zip(self.slots, self.literals[1:], strict=True):
-            value = values.get(slot.key) or slot.fallback
-            out.append(self.escape(value))
-            out.append(literal)
+        for value, literal in zip(self.values(values), self.literals[1:], strict=True):
+            out += (value, literal)
         return "".join(out)
 
     @property

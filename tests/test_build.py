@@ -59,6 +59,10 @@ def test_eml_is_a_complete_multipart_alternative_message(project, run):
     assert "roundup@example.org" in message["From"]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert html.startswith("<!doctype html>")
+    raw = (project / "outbox" / SEED / "email.eml").read_bytes()
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF lines, as SMTP wants
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # quoted-printable's limit
     # The files beside it are the same parts.
     assert (project / "outbox" / SEED / "email.txt").read_text(encoding="utf-8") == text.replace("\r\n", "\n")
 
