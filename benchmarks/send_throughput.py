@@ -60,9 +60,8 @@ def make_project(recipients: int) -> Path:
 
 
 def sample_message(project: Path) -> bytes:
-    subprocess.run(
-        [sys.executable, "-m", "newsletter", "build", f"issues/{SEED}.yaml"], cwd=project, check=True, capture_output=True
-    )
+    command = [sys.executable, "-m", "newsletter", "build", f"issues/{SEED}.yaml"]
+    subprocess.run(command, cwd=project, check=True, capture_output=True)
     return (project / "outbox" / SEED / "email.eml").read_bytes()
 
 
@@ -94,8 +93,18 @@ def newsletter_send(project: Path, port: int, connections: int) -> tuple[float, 
         NEWSLETTER_SECRET="benchmark-secret",
     )
     (project / "outbox" / "ledger.sqlite3").unlink(missing_ok=True)
-    command = [sys.executable, "-m", "newsletter", "send", f"issues/{SEED}.yaml", "--to", "list.csv", "--yes",
-               "--connections", str(connections)]
+    command = [
+        sys.executable,
+        "-m",
+        "newsletter",
+        "send",
+        f"issues/{SEED}.yaml",
+        "--to",
+        "list.csv",
+        "--yes",
+        "--connections",
+        str(connections),
+    ]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(process.pid, 0)
@@ -120,8 +129,10 @@ def main() -> None:
         message = sample_message(project)
         raw = baseline(port, message, recipients, connections)
         sending, whole, rss = newsletter_send(project, port, connections)
-        print(f"{recipients:,} recipients, {connections} connections, message {len(message) / 1024:.0f} KB, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"{recipients:,} recipients, {connections} connections, message {len(message) / 1024:.0f} KB, "
+            f"{os.cpu_count()} CPUs"
+        )
         print(f"  baseline smtplib, one pre-built message: {raw:8.0f} msg/s")
         print(f"  newsletter send, while sending:          {sending:8.0f} msg/s  ({sending / raw:.2f} of baseline)")
         print(f"  newsletter send, whole command:          {whole:8.0f} msg/s  ({whole / raw:.2f} of baseline)")

@@ -1,35 +1,67 @@
-"""An SMTP server that accepts and discards every message (for the send benchmark).
+"""An SMTP server that accepts and discards every message, as fast as it can.
 
 Usage: python benchmarks/smtp_sink.py PORT   (prints "ready" when listening)
+
+For the send benchmark the server must not be the bottleneck, or every
+sender looks alike; aiosmtpd parses each line in Python and tops out near
+150 messages/s for an 80 KB message. This speaks just enough SMTP (EHLO,
+MAIL, RCPT, DATA, RSET, NOOP, QUIT) and finds the end of DATA with a byte
+search.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-import time
 
-from aiosmtpd.controller import Controller
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201 - aiosmtpd's hook
-        self.count += 1
-        return "250 OK"
+END_OF_DATA = b"\r\n.\r\n"
 
 
-def main() -> None:
-    controller = Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1]), data_size_limit=0)
-    controller.start()
+class Sink(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = bytearray()
+        self.in_data = False
+        transport.write(b"220 sink ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.buffer:
+            if self.in_data:
+                end = self.buffer.find(END_OF_DATA)
+                if end < 0:
+                    del self.buffer[: -len(END_OF_DATA)]  # the end may straddle two reads
+                    return
+                del self.buffer[: end + len(END_OF_DATA)]
+                self.in_data = False
+                self.transport.write(b"250 2.0.0 OK\r\n")
+                continue
+            line_end = self.buffer.find(b"\r\n")
+            if line_end < 0:
+                return
+            command = bytes(self.buffer[:4]).upper()
+            del self.buffer[: line_end + 2]
+            if command == b"EHLO":
+                self.transport.write(b"250-sink\r\n250-8BITMIME\r\n250 SIZE 50000000\r\n")
+            elif command == b"DATA":
+                self.in_data = True
+                self.buffer[:0] = b"\r\n"  # so that an empty message's "." line is found too
+                self.transport.write(b"354 go ahead\r\n")
+            elif command == b"QUIT":
+                self.transport.write(b"221 bye\r\n")
+                self.transport.close()
+                return
+            else:
+                self.transport.write(b"250 OK\r\n")
+
+
+async def serve(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", port)
     print("ready", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        controller.stop()
+    async with server:
+        await server.serve_forever()
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(serve(int(sys.argv[1])))
