@@ -167,22 +167,20 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         click.echo(f"Warnings:   {len(plan.checked.warnings)} (see newsletter check {issue})")
     if not yes:
         click.confirm("Send now?", abort=True)
-    started = time.monotonic()
     from .commands.send import execute
 
-    with click.progressbar(
-        length=to_send,
-        label="Sending",
-        show_pos=True,
-        show_eta=True,
-        item_show_func=lambda _: _rate(bar_done[0], started),
-        file=None,
-    ) as bar:
-        bar_done = [0]
+    done, started = 0, time.monotonic()
+
+    def rate(_: object) -> str:
+        elapsed = time.monotonic() - started
+        return f"{done / elapsed:.0f} msg/s" if done and elapsed > 0 else ""
+
+    with click.progressbar(length=to_send, label="Sending", show_pos=True, show_eta=True, item_show_func=rate) as bar:
 
         def progress(n: int) -> None:
-            bar_done[0] += n
-            bar.update(n, bar_done[0])
+            nonlocal done
+            done += n
+            bar.update(n)
 
         outcome = execute(plan, settings, options, limit=limit, on_progress=progress)
     counts = plan.ledger.counts(plan.checked.rendered.slug)
@@ -200,13 +198,6 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         )
     if counts["failed"]:
         click.echo(f"see the failures with: newsletter status {issue}")
-
-
-def _rate(done: int, started: float) -> str:
-    import time
-
-    elapsed = time.monotonic() - started
-    return f"{done / elapsed:.0f} msg/s" if elapsed > 0 and done else ""
 
 
 def _smtp_settings(issue: Path, ca_file: Path | None):

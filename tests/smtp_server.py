@@ -50,8 +50,15 @@ class Recorder:
         self.inbox = inbox
         self.fault = fault  # (recipient, attempt number) -> an SMTP reply to give instead of 250, or None
         self.attempts: Counter[str] = Counter()
+        self.connections = 0
         self.on_data: Callable[[str], None] | None = None  # after a message is stored, before the 250
         self.on_rcpt: Callable[[str], None] | None = None  # before a message's DATA
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
+        session.host_name = hostname
+        if not session.ssl:  # STARTTLS repeats EHLO on the same connection
+            self.connections += 1
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.on_rcpt is not None:

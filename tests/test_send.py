@@ -170,3 +170,41 @@ def test_ledger_records_reply_attempts_and_times(project, run, smtp_server):
     state, reply, attempts, sent_at = db.execute("SELECT state, reply, attempts, sent_at FROM deliveries").fetchone()
     assert (state, attempts) == ("sent", 1)
     assert reply.startswith("250 ") and sent_at > 0
+
+
+def test_connections_are_reused_for_many_messages(project, run, smtp_server, inbox):
+    rows = ["email"] + [f"r{i}@example.com" for i in range(24)]
+    result = _send(run, "--to", write_list(project, rows), "--yes", "--connections", "2")
+    assert result.exit_code == 0, result.output
+    assert len(inbox.recipients()) == 24
+    assert 1 <= smtp_server.connections <= 2
+
+
+def test_every_list_column_is_there_for_the_templates(project, run, smtp_server, inbox):
+    template = project / "templates" / "email.txt.j2"
+    template.write_text(
+        template.read_text(encoding="utf-8").replace(
+            'Hi {{ subscriber.get("name", "there") }},',
+            'Hi {{ subscriber.get("name", "there") }} from {{ subscriber.get("city", "everywhere") }},',
+        ),
+        encoding="utf-8",
+    )
+    rows = ["email,name,city", "a@example.com,Ann,Montréal", "b@example.com,Bo,"]
+    assert _send(run, "--to", write_list(project, rows), "--yes").exit_code == 0
+    assert "Hi Ann from Montréal," in inbox.by_recipient("a@example.com").get_body(("plain",)).get_content()
+    assert "Hi Bo from everywhere," in inbox.by_recipient("b@example.com").get_body(("plain",)).get_content()
+
+
+def test_resend_uncertain_sends_to_those_a_crash_left_behind(project, run, smtp_server, inbox):
+    path = write_list(project, ["email", "a@example.com", "b@example.com"])
+    assert _send(run, "--to", path, "--yes", "--limit", "1").exit_code == 0
+    db = sqlite3.connect(project / "outbox" / "ledger.sqlite3")
+    with db:  # as a crash during b's DATA would leave it
+        db.execute("UPDATE deliveries SET state = 'sending' WHERE email = 'b@example.com'")
+    db.close()
+    held = _send(run, "--to", path, "--yes")
+    assert "1 recipients are uncertain" in held.output and "nothing to send" in held.output
+    assert inbox.recipients() == {"a@example.com": 1}
+    resent = _send(run, "--to", path, "--yes", "--resend-uncertain")
+    assert resent.exit_code == 0, resent.output
+    assert inbox.recipients() == {"a@example.com": 1, "b@example.com": 1}
