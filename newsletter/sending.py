@@ -108,6 +108,7 @@ class Sender:
             # they finish. A second Ctrl-C ends the process at once.
             self.outcome.interrupted = True
             self.stop.set()
+            _wake(work, len(workers))
             for worker in workers:
                 worker.join()
         self.outcome.elapsed = time.monotonic() - started
@@ -250,6 +251,17 @@ class Sender:
             if self.outcome.stopped is None:
                 self.outcome.stopped = why
             self.stop.set()
+
+
+def _wake(work: queue.Queue[Row | None], workers: int) -> None:
+    """Empty the queue and tell every worker to stop, even one waiting for work."""
+    while True:
+        try:
+            work.get_nowait()
+        except queue.Empty:
+            break
+    for _ in range(workers):
+        work.put_nowait(None)
 
 
 def dot_stuffed(message: bytes) -> bytes:

@@ -15,7 +15,8 @@ from ..errors import NewsletterError, Problem
 from ..ledger import FAILED, SENDING, Ledger
 from ..message import Envelope, Recipient
 from ..model import is_email_address
-from ..pipeline import Checked, check
+from ..pipeline import Checked, check, slug_for
+from ..project import open_project
 from ..sending import Options, Outcome, Sender, reply_text
 from ..smtp import Settings, close, connect
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
@@ -186,9 +187,9 @@ class Status:
 
 
 def status(issue_path: Path) -> Status:
-    checked_root = _project_for_status(issue_path)
-    path = checked_root / "outbox" / LEDGER_FILE
-    slug = issue_path.name.removesuffix(".yaml").removesuffix(".yml")
+    """The ledger's view of one issue; no need for the issue to be valid now."""
+    path = open_project(issue_path).outbox / LEDGER_FILE
+    slug = slug_for(issue_path)
     if not path.exists():
         raise NewsletterError(Problem(issue_path, "has not been sent yet: there is no send ledger"))
     with Ledger(path) as ledger:
@@ -198,12 +199,6 @@ def status(issue_path: Path) -> Status:
             ledger.rows_in(slug, SENDING),
             ledger.rows_in(slug, INVALID),
         )
-
-
-def _project_for_status(issue_path: Path) -> Path:
-    from ..project import open_project
-
-    return open_project(issue_path).root
 
 
 def _safe(address: str) -> str:
