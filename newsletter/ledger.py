@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NewsletterError, Problem
-from .subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry
+from .subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, duplicate
 
 SENDING, SENT, FAILED = "sending", "sent", "failed"
 STATES = (PENDING, SENDING, SENT, FAILED, DUPLICATE, INVALID, SUPPRESSED)
@@ -88,7 +88,7 @@ class Ledger:
         self.close()
 
     def import_list(self, issue: str, entries: Iterable[Entry]) -> Imported:
-        """Record the list's rows; rows already in the ledger keep their state.
+        """Record the list's rows (read with `dedupe=False`); rows already in the ledger keep their state.
 
         Duplicate and invalid rows are a record of this list, so they are
         replaced on each import rather than piling up.
@@ -97,8 +97,19 @@ class Ledger:
         rows = new = 0
         with self._lock, self._transaction():
             self._db.execute("DELETE FROM deliveries WHERE issue = ? AND state IN (?, ?)", (issue, DUPLICATE, INVALID))
+            # Addresses of this list seen so far, kept by SQLite rather than in a
+            # Python set so that memory stays flat however long the list.
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (address TEXT PRIMARY KEY)")
+            self._db.execute("DELETE FROM temp.seen")
             for entry in entries:
                 rows += 1
+                if (
+                    entry.state in (PENDING, SUPPRESSED)
+                    and not self._db.execute(
+                        "INSERT INTO temp.seen VALUES (?) ON CONFLICT DO NOTHING", (entry.key,)
+                    ).rowcount
+                ):
+                    entry = duplicate(entry)
                 values = (
                     issue,
                     entry.key,

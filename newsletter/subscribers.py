@@ -2,14 +2,15 @@
 
 Each row becomes an `Entry` saying whether it is to be sent, or why not
 (invalid address, duplicate, suppressed), so that 100,000 rows never sit in
-memory at once: only the set of addresses already seen does.
+memory at once. Finding duplicates needs the addresses seen so far: a set
+here, or (`dedupe=False`) the send ledger's own table.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import NewsletterError, Problem
@@ -45,7 +46,7 @@ def read_suppressions(path: Path | None) -> set[str]:
     return {line.strip().lower() for line in lines if line.strip() and not line.startswith("#")}
 
 
-def read_subscribers(path: Path, suppressed: set[str] | None = None) -> Iterator[Entry]:
+def read_subscribers(path: Path, suppressed: set[str] | None = None, *, dedupe: bool = True) -> Iterator[Entry]:
     """Every row of the list, classified. Raises NewsletterError if the file itself is unusable."""
     suppressed = suppressed or set()
     try:
@@ -70,14 +71,16 @@ def read_subscribers(path: Path, suppressed: set[str] | None = None) -> Iterator
         try:
             for row in reader:
                 line = reader.line_num
-                yield _classify(row, line, seen, suppressed)
+                yield _classify(row, line, seen if dedupe else None, suppressed)
         except UnicodeDecodeError:
             raise NewsletterError(Problem(path, "not valid UTF-8; save the list as UTF-8 CSV", line + 1)) from None
         except csv.Error as exc:
             raise NewsletterError(Problem(path, f"not a readable CSV file: {exc}", line + 1)) from None
 
 
-def _classify(row: dict[str | None, str | list[str] | None], line: int, seen: set[str], suppressed: set[str]) -> Entry:
+def _classify(
+    row: dict[str | None, str | list[str] | None], line: int, seen: set[str] | None, suppressed: set[str]
+) -> Entry:
     fields = {k: (v if isinstance(v, str) else "").strip() for k, v in row.items() if isinstance(k, str) and k}
     email = fields.get("email", "")
     name = fields.get("name", "")
@@ -88,12 +91,17 @@ def _classify(row: dict[str | None, str | list[str] | None], line: int, seen: se
     if "\r" in name or "\n" in name:  # it goes into the To header
         return Entry(line, email, name, fields, INVALID, "the name contains a line break")
     entry = Entry(line, email, name, fields)
-    if entry.key in seen:
-        return Entry(line, email, name, fields, DUPLICATE, "listed before")
-    seen.add(entry.key)
+    if seen is not None:
+        if entry.key in seen:
+            return duplicate(entry)
+        seen.add(entry.key)
     if entry.key in suppressed:
         return Entry(line, email, name, fields, SUPPRESSED, "on the suppression list")
     return entry
+
+
+def duplicate(entry: Entry) -> Entry:
+    return replace(entry, state=DUPLICATE, reason="listed before")
 
 
 def _read(path: Path) -> str:

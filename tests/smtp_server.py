@@ -54,7 +54,7 @@ class Recorder:
         self.on_data: Callable[[str], None] | None = None  # after a message is stored, before the 250
         self.on_rcpt: Callable[[str], None] | None = None  # before a message's DATA
 
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         if not session.ssl:  # STARTTLS repeats EHLO on the same connection
             self.connections += 1

@@ -130,7 +130,8 @@ def plan_send(
     """Check the issue, record the list in the ledger, and count what a send would do."""
     checked = check(issue_path)
     slug = checked.rendered.slug
-    entries: Iterator[Entry] = read_subscribers(to, read_suppressions(suppression_path(checked, suppressed)))
+    suppressions = read_suppressions(suppression_path(checked, suppressed))
+    entries: Iterator[Entry] = read_subscribers(to, suppressions, dedupe=False)  # the ledger finds duplicates
     ledger = Ledger(ledger_path(checked))
     try:
         ledger.import_list(slug, entries)
