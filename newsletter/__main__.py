@@ -3,6 +3,7 @@ done by plain functions in `newsletter.commands` and the core modules."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -212,6 +213,44 @@ def _smtp_settings(issue: Path, ca_file: Path | None):
             )
         settings = with_password(settings, click.prompt(f"SMTP password for {settings.username}", hide_input=True))
     return settings
+
+
+@cli.command()
+@click.argument("issue", type=ISSUE)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port; a free one if taken."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to serve on.")
+@click.option("--open/--no-open", "open_browser", default=True, help="Open the page in a browser.")
+@click.option("--as", "as_email", metavar="EMAIL", help="Show the message as this subscriber gets it (needs --to).")
+@click.option("--to", "to", type=click.Path(path_type=Path, dir_okay=False), help="The list to find --as in.")
+def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str | None, to: Path | None) -> None:
+    """Serve a live-reloading preview of ISSUE on this machine."""
+    import webbrowser
+
+    from .preview import Preview, Server
+    from .smtp import is_loopback
+
+    if as_email and to is None:
+        raise click.UsageError("--as needs --to LIST.csv")
+    server = Server(Preview(issue, as_email, to), host, port)
+    server.start()
+    if port and server.port != port:
+        click.echo(f"port {port} is in use; using {server.port} instead")
+    if not is_loopback(host):
+        click.echo(f"warning: serving on {host}: anyone who can reach this machine can read the preview", err=True)
+    click.echo(f"Previewing {issue} at {server.url}  (Ctrl-C to stop)")
+    for problem in server.preview.snapshot.errors:
+        click.echo(f"error: {problem}", err=True)
+    if open_browser:
+        webbrowser.open(server.url)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        server.stop()
 
 
 @cli.command()

@@ -1,0 +1,225 @@
+"""`newsletter preview`: the server over HTTP, and the page in a real Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from newsletter.preview import Preview, Server
+
+from .conftest import SEED, write_list
+
+ISSUE = f"issues/{SEED}.yaml"
+TITLE = "Crisis and Tactical Round Up: Spring Solidarity"
+
+
+def get(url: str) -> tuple[str, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.headers["Content-Type"], response.read().decode("utf-8")
+
+
+def state(server: Server) -> dict:
+    return json.loads(get(server.url + "state.json")[1])
+
+
+def wait_for(condition, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def server(project):
+    server = Server(Preview(project / ISSUE), port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+# -- over HTTP ----------------------------------------------------------------
+
+
+def test_serves_only_on_this_machine_by_default(server):
+    assert server.http.server_address[0] == "127.0.0.1"
+
+
+def test_page_state_and_email(server):
+    kind, page = get(server.url)
+    assert kind.startswith("text/html")
+    # Works offline: nothing is loaded from another site.
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "@import" not in page
+    found = state(server)
+    assert found["subject"] == TITLE
+    assert found["from"] == "Amnesty Crisis and Tactical Team <roundup@example.org>"
+    assert found["preheader"].startswith("Stand with Belarus")
+    assert 50_000 < found["html_bytes"] < found["clip_bytes"] == 102 * 1024
+    assert len(found["warnings"]) == 14 and not found["errors"]
+    assert "WHAT YOU CAN DO" in found["text"]
+    kind, email = get(server.url + "email.html")
+    assert kind.startswith("text/html") and TITLE in email and "Hi there," in email
+
+
+def test_preview_as_a_subscriber(project):
+    subscribers = write_list(project, ["email,name", "ann@example.com,Ann"])
+    server = Server(Preview(project / ISSUE, "ANN@example.com", subscribers), port=0)
+    server.start()
+    try:
+        email = get(server.url + "email.html")[1]
+        assert "Hi Ann," in email
+        assert "unsubscribe?t=YW5uQGV4YW1wbGUuY29t." in email  # her own token
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "seen"),
+    [
+        (ISSUE, f'title: "{TITLE}"', 'title: "Edited on disk"', "Edited on disk"),
+        ("newsletter.yaml", "organisation: Amnesty International Canada", "organisation: Renamed Org", "Renamed Org"),
+        ("templates/email.mjml.j2", "<p>Hi {{", "<p>Greetings and hi {{", "Greetings and hi"),
+    ],
+)
+def test_saving_any_source_file_rebuilds(project, server, file, old, new, seen):
+    before = state(server)["version"]
+    edit(project / file, old, new)
+    wait_for(lambda: seen in get(server.url + "email.html")[1], timeout=3)
+    assert state(server)["version"] > before
+
+
+def test_a_broken_edit_shows_its_error_and_the_server_keeps_running(project, server):
+    path = project / ISSUE
+    good = path.read_text(encoding="utf-8")
+    path.write_text(good + "extra: [unclosed\n", encoding="utf-8")
+    # An editor may save in two steps (empty, then full); wait for the final word.
+    errors = wait_for(lambda: [e for e in state(server)["errors"] if "never closed" in e])
+    line = good.count("\n") + 1
+    assert errors == [
+        f"{ISSUE}:{line}:8: invalid YAML: this bracket is never closed (did not find expected ',' or ']')"
+    ]
+    assert TITLE in get(server.url + "email.html")[1]  # the last good version stays
+    path.write_text(good, encoding="utf-8")
+    wait_for(lambda: not state(server)["errors"])
+
+
+def test_cli_picks_a_free_port_and_stops_cleanly_on_ctrl_c(project):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, XDG_CACHE_HOME=str(project / ".cache"))
+        command = [sys.executable, "-m", "newsletter", "preview", ISSUE, "--no-open", "--port", str(port)]
+        process = subprocess.Popen(
+            command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            lines = [process.stdout.readline() for _ in range(2)]
+        finally:
+            process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=10)
+    assert f"port {port} is in use; using" in lines[0]
+    url = re.search(r"at (http://127\.0\.0\.1:\d+/)", lines[1]).group(1)
+    assert f":{port}/" not in url
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "stopping" in output
+
+
+# -- in a real browser --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url)
+    page.wait_for_function("() => document.getElementById('subject').textContent.length > 0")
+    yield page
+    page.close()
+
+
+def email_frame(page, frame_id: str):
+    page.wait_for_function(f"() => document.getElementById('{frame_id}').contentDocument?.title.length > 0")
+    return page.frame_locator(f"#{frame_id}")
+
+
+def test_phone_frame_is_375_wide_with_no_horizontal_scroll(page):
+    email_frame(page, "phone")
+    inner = page.evaluate(
+        """() => { const w = document.getElementById('phone').contentWindow;
+                  return [w.innerWidth, w.document.documentElement.scrollWidth]; }"""
+    )
+    assert inner == [375, 375]
+    desktop = page.evaluate("document.getElementById('desktop').contentWindow.innerWidth")
+    assert desktop >= 600
+    # The same email, laid out for each width: the phone stacks to one narrow column.
+    width = "(id) => document.getElementById(id).contentDocument.querySelector('h2').getBoundingClientRect().width"
+    assert page.evaluate(width, "phone") < page.evaluate(width, "desktop")
+
+
+def test_plain_text_inbox_line_and_warnings_are_shown(page):
+    assert "WHAT YOU CAN DO" in page.inner_text("#text")
+    assert page.inner_text("#subject") == TITLE
+    assert page.inner_text("#from") == "Amnesty Crisis and Tactical Team <roundup@example.org>"
+    assert "Stand with Belarus" in page.inner_text("#preheader")
+    assert page.inner_text("#warnings summary") == "14 warnings"
+    assert "placeholder link https://example.org/belarus-solidarity" in page.text_content("#warnings")
+    assert re.search(r"HTML \d+\.\d KB of Gmail's 102\.0 KB clipping limit", page.inner_text("#size"))
+
+
+def test_page_follows_edits_without_reloading(project, page):
+    page.evaluate("window.stillTheSamePage = true")
+    path = project / ISSUE
+    good = path.read_text(encoding="utf-8")
+
+    edit(path, f'title: "{TITLE}"', 'title: "A brand new title"')
+    page.wait_for_function("() => document.getElementById('subject').textContent === 'A brand new title'", timeout=5000)
+    email_frame(page, "phone")
+    page.wait_for_function(
+        "() => document.getElementById('phone').contentDocument?.body?.innerText.includes('A brand new title')",
+        timeout=5000,
+    )
+
+    path.write_text(good.replace("items:\n", "items:\n  - [broken\n", 1), encoding="utf-8")
+    page.wait_for_selector("#errors li.error:has-text('never closed')", timeout=5000)
+    error = page.inner_text("#errors li.error")
+    line = good.split("\n").index("items:") + 2
+    assert f"{ISSUE}:{line}:" in error and "never closed" in error
+
+    path.write_text(good, encoding="utf-8")
+    page.wait_for_function("() => !document.getElementById('errors')", timeout=5000)
+    page.wait_for_function(
+        f"() => document.getElementById('phone').contentDocument?.body?.innerText.includes({TITLE!r})", timeout=5000
+    )
+    assert page.evaluate("window.stillTheSamePage") is True
