@@ -142,12 +142,12 @@ def send(
 
 
 def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None) -> None:
-    import time
+    from .commands.send import execute, require_secret
 
     skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
     if plan.uncertain:
         click.echo(
-            f"warning: {len(plan.uncertain)} recipients are uncertain: an earlier run stopped while sending to them, "
+            f"warning: {len(plan.uncertain)} uncertain recipient(s): an earlier run stopped while sending to them, "
             "so they may or may not have the message. They are not sent again unless you add --resend-uncertain: "
             + ", ".join(plan.uncertain[:10])
             + (" ..." if len(plan.uncertain) > 10 else ""),
@@ -159,6 +159,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
             f"nothing to send: {plan.already_sent} already sent, {plan.failed_before} failed, skipped: {skipped}"
         )
         return
+    secret = require_secret()  # before asking anything: no point confirming a send that cannot start
     settings = _smtp_settings(issue, ca_file)
     subject = plan.checked.issue.subject_line
     click.echo(f"Issue:      {subject}")
@@ -168,8 +169,6 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         click.echo(f"Warnings:   {len(plan.checked.warnings)} (see newsletter check {issue})")
     if not yes:
         click.confirm("Send now?", abort=True)
-    from .commands.send import execute
-
     done, started = 0, time.monotonic()
 
     def rate(_: object) -> str:
@@ -183,7 +182,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
             done += n
             bar.update(n)
 
-        outcome = execute(plan, settings, options, limit=limit, on_progress=progress)
+        outcome = execute(plan, settings, options, limit=limit, secret=secret, on_progress=progress)
     counts = plan.ledger.counts(plan.checked.rendered.slug)
     click.echo(
         f"sent {outcome.sent}, failed {outcome.failed} in {outcome.elapsed:.1f} s; "

@@ -203,7 +203,7 @@ def test_resend_uncertain_sends_to_those_a_crash_left_behind(project, run, smtp_
         db.execute("UPDATE deliveries SET state = 'sending' WHERE email = 'b@example.com'")
     db.close()
     held = _send(run, "--to", path, "--yes")
-    assert "1 recipients are uncertain" in held.output and "nothing to send" in held.output
+    assert "1 uncertain recipient(s)" in held.output and "nothing to send" in held.output
     assert inbox.recipients() == {"a@example.com": 1}
     resent = _send(run, "--to", path, "--yes", "--resend-uncertain")
     assert resent.exit_code == 0, resent.output

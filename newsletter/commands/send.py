@@ -165,18 +165,24 @@ def execute(
     on_progress: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Send what the plan says is pending. The caller closes `plan.ledger`."""
-    secret = secret or secret_from_env()
-    if not secret:
-        raise NewsletterError(
-            f"set {SECRET_ENV}: the key that signs each subscriber's unsubscribe link "
-            "(keep it the same for every issue)"
-        )
+    secret = secret or require_secret()
     slug = plan.checked.rendered.slug
     envelope = Envelope.prepare(plan.checked.rendered)
     rows = plan.ledger.pending(slug)
     if limit is not None:
         rows = islice(rows, limit)
     return Sender(envelope, settings, plan.ledger, secret, options, on_progress).run(rows)
+
+
+def require_secret() -> str:
+    """The key that signs unsubscribe links; a real send cannot go without it."""
+    secret = secret_from_env()
+    if not secret:
+        raise NewsletterError(
+            f"set {SECRET_ENV}: the key that signs each subscriber's unsubscribe link "
+            "(keep it the same for every issue)"
+        )
+    return secret
 
 
 @dataclass(frozen=True)
