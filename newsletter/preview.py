@@ -22,7 +22,7 @@ from .errors import NewsletterError
 from .lint import GMAIL_CLIP_BYTES
 from .message import Envelope, Recipient
 from .pipeline import check
-from .project import open_project
+from .project import SITE_FILE, find_root, templates_for
 from .subscribers import read_subscribers
 from .unsubscribe import PREVIEW_SECRET, secret_from_env
 
@@ -120,11 +120,12 @@ class Preview:
 
     def watched(self) -> tuple[list[Path], set[Path], Path]:
         """(folders to watch, files that matter in them, the templates folder)."""
-        project = open_project(self.issue)
-        files = {self.issue.resolve(), project.site_file.resolve()}
+        # Found without reading newsletter.yaml, which may be broken right now.
+        root = find_root(self.issue.parent) or find_root(Path.cwd()) or self.issue.parent
+        files = {self.issue.resolve(), (root / SITE_FILE).resolve()}
         if self.subscribers is not None:
             files.add(self.subscribers.resolve())
-        templates = project.templates.resolve()
+        templates = templates_for(root).resolve()
         folders = {p.parent for p in files} | {templates}
         return sorted(folders), files, templates
 

@@ -24,8 +24,7 @@ class Project:
 
     @property
     def templates(self) -> Path:
-        own = self.root / "templates"
-        return own if own.is_dir() else default_templates()
+        return templates_for(self.root)
 
     @property
     def outbox(self) -> Path:
@@ -34,6 +33,12 @@ class Project:
     @property
     def issues(self) -> Path:
         return self.root / "issues"
+
+
+def templates_for(root: Path) -> Path:
+    """The project's own templates/, or the shipped ones for a project without."""
+    own = root / "templates"
+    return own if own.is_dir() else default_templates()
 
 
 def default_templates() -> Path:

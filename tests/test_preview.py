@@ -223,3 +223,18 @@ def test_page_follows_edits_without_reloading(project, page):
         f"() => document.getElementById('phone').contentDocument?.body?.innerText.includes({TITLE!r})", timeout=5000
     )
     assert page.evaluate("window.stillTheSamePage") is True
+
+
+def test_a_broken_site_file_at_start_still_reloads_once_fixed(project):
+    site = project / "newsletter.yaml"
+    good = site.read_text(encoding="utf-8")
+    site.write_text(good.replace("organisation:", "organisation: [", 1), encoding="utf-8")
+    server = Server(Preview(project / ISSUE), port=0)
+    server.start()
+    try:
+        assert any("newsletter.yaml" in e for e in state(server)["errors"])
+        assert not state(server)["has_email"]
+        site.write_text(good, encoding="utf-8")
+        wait_for(lambda: state(server)["has_email"] and not state(server)["errors"])
+    finally:
+        server.stop()
