@@ -90,7 +90,8 @@ class Preview:
                 warnings=[str(p) for p in checked.warnings],
                 built_at=time.time(),
             )
-        except NewsletterError as exc:
+        except Exception as exc:
+            problems = exc.problems if isinstance(exc, NewsletterError) else [f"unexpected error: {exc!r}"]
             # Keep the last good email on screen under the error, as editors expect.
             snapshot = Snapshot(
                 version=previous.version + 1,
@@ -100,7 +101,7 @@ class Preview:
                 html=previous.html,
                 text=previous.text,
                 html_bytes=previous.html_bytes,
-                errors=[str(p) for p in exc.problems],
+                errors=[str(p) for p in problems],
                 built_at=time.time(),
             )
         with self.changed:

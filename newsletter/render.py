@@ -174,13 +174,16 @@ def _render_template(env: jinja2.Environment, folder: Path, name: str, context: 
         raise NewsletterError(Problem(where, f"template error: {exc.message}", exc.lineno)) from None
     except jinja2.TemplateNotFound as exc:
         raise NewsletterError(Problem(folder / str(exc.name), "template not found")) from None
-    except jinja2.UndefinedError as exc:
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError) as exc:
+        # Undefined names, and a template calling a filter or method wrongly:
+        # the template's author needs the template's line, not a traceback.
         line = None
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             if frame.filename.endswith(".j2"):
                 line = frame.lineno
                 break
-        raise NewsletterError(Problem(folder / name, f"template error: {exc.message}", line)) from None
+        message = getattr(exc, "message", None) or str(exc)
+        raise NewsletterError(Problem(folder / name, f"template error: {message}", line)) from None
 
 
 def _tidy_text(text: str) -> str:

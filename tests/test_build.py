@@ -199,3 +199,20 @@ def test_check_warns_before_gmail_clips_the_html(project, run):
     )
     result = run("check", path)
     assert "Gmail clips messages over 102 KB" in result.output
+
+
+def test_a_template_mistake_names_the_template_and_line(project, run):
+    template = project / "templates" / "email.txt.j2"
+    lines = template.read_text(encoding="utf-8").splitlines()
+    lines.insert(5, "{{ issue.no_such_field }}")
+    lines.insert(6, "{{ issue.title | wrap('not a number') }}")
+    template.write_text("\n".join(lines), encoding="utf-8")
+    result = run("build", f"issues/{SEED}.yaml")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert re.search(r"templates/email\.txt\.j2:6: template error: .*no_such_field", result.output)
+    lines.pop(5)
+    template.write_text("\n".join(lines), encoding="utf-8")
+    result = run("build", f"issues/{SEED}.yaml")
+    assert result.exit_code == 1
+    assert re.search(r"templates/email\.txt\.j2:6: template error: ", result.output), result.output
