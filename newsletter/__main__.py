@@ -145,7 +145,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
     from .commands.send import execute, require_secret
 
     skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
-    if plan.uncertain:
+    if plan.uncertain and not plan.resend_uncertain:
         click.echo(
             f"warning: {len(plan.uncertain)} uncertain recipient(s): an earlier run stopped while sending to them, "
             "so they may or may not have the message. They are not sent again unless you add --resend-uncertain: "
@@ -183,9 +183,11 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
             bar.update(n)
 
         outcome = execute(plan, settings, options, limit=limit, secret=secret, on_progress=progress)
-    counts = plan.ledger.counts(plan.checked.rendered.slug)
+    counts = plan.ledger.counts(plan.checked.rendered.slug, listed_only=True)
     click.echo(
-        f"sent {outcome.sent}, failed {outcome.failed} in {outcome.elapsed:.1f} s; "
+        f"sent {outcome.sent}, failed {outcome.failed}"
+        + (f", uncertain {outcome.uncertain}" if outcome.uncertain else "")
+        + f" in {outcome.elapsed:.1f} s; "
         f"in all: {counts['sent']} sent, {counts['failed']} failed, {counts['pending']} still to send, "
         f"{counts['sending']} uncertain, skipped: {skipped}"
     )

@@ -9,6 +9,7 @@ so it is reported as uncertain and not sent again unless asked.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import NewsletterError, Problem
 from .subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, duplicate
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts  INTEGER NOT NULL DEFAULT 0,
     created   REAL NOT NULL,
     updated   REAL NOT NULL,
-    sent_at   REAL
+    sent_at   REAL,
+    listed    INTEGER NOT NULL DEFAULT 1 -- in the list given to the latest run
 );
 -- One row per subscriber and issue, except rows kept only as a record.
 CREATE UNIQUE INDEX IF NOT EXISTS one_per_subscriber
@@ -77,9 +80,26 @@ class Ledger:
         except sqlite3.Error as exc:
             raise NewsletterError(Problem(path, f"cannot open the send ledger: {exc}")) from None
         self._lock = threading.Lock()
+        self._lock_file: IO[str] | None = None
+
+    def claim(self) -> None:
+        """Hold this project's ledger for one send; a second concurrent send is refused."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_file = lock_path.open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise NewsletterError(
+                Problem(self.path, "another send from this project is running; wait for it, or stop it first")
+            ) from None
 
     def close(self) -> None:
         self._db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the claim
+            self._lock_file = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -97,6 +117,9 @@ class Ledger:
         rows = new = 0
         with self._lock, self._transaction():
             self._db.execute("DELETE FROM deliveries WHERE issue = ? AND state IN (?, ?)", (issue, DUPLICATE, INVALID))
+            # Only the addresses of the list given now are sent to: someone
+            # taken off the list since the last run is not mailed on resume.
+            self._db.execute("UPDATE deliveries SET listed = 0 WHERE issue = ?", (issue,))
             # Addresses of this list seen so far, kept by SQLite rather than in a
             # Python set so that memory stays flat however long the list.
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (address TEXT PRIMARY KEY)")
@@ -130,15 +153,16 @@ class Ledger:
                     + """
                     ON CONFLICT (issue, address) WHERE state NOT IN ('duplicate', 'invalid') DO UPDATE SET
                         email = excluded.email, name = excluded.name, fields = excluded.fields,
-                        line = excluded.line, updated = excluded.updated,
-                        -- a subscriber who unsubscribed since the last run is skipped;
-                        -- one no longer suppressed becomes sendable again
+                        line = excluded.line, updated = excluded.updated, listed = 1,
+                        -- whoever unsubscribed since the last run is never mailed, whatever
+                        -- became of their earlier attempts; one no longer suppressed is again
                         state = CASE
-                            WHEN deliveries.state = 'pending' AND excluded.state = 'suppressed' THEN 'suppressed'
-                            WHEN deliveries.state = 'suppressed' AND excluded.state = 'pending' THEN 'pending'
+                            WHEN deliveries.state = 'sent' THEN 'sent'
+                            WHEN excluded.state = 'suppressed' THEN 'suppressed'
+                            WHEN deliveries.state = 'suppressed' THEN 'pending'
                             ELSE deliveries.state END,
                         reply = CASE
-                            WHEN excluded.state = 'suppressed' AND deliveries.state IN ('pending', 'suppressed')
+                            WHEN deliveries.state <> 'sent' AND excluded.state = 'suppressed'
                             THEN excluded.reply ELSE deliveries.reply END
                     RETURNING (created = updated)""",
                     values,
@@ -153,7 +177,7 @@ class Ledger:
             with self._lock:
                 found = self._db.execute(
                     "SELECT id, email, name, fields, attempts FROM deliveries "
-                    "WHERE issue = ? AND state = ? AND id > ? ORDER BY id LIMIT ?",
+                    "WHERE issue = ? AND state = ? AND listed = 1 AND id > ? ORDER BY id LIMIT ?",
                     (issue, PENDING, last, batch),
                 ).fetchall()
             if not found:
@@ -175,24 +199,28 @@ class Ledger:
         """Make rows in `from_state` pending again (for --resend-uncertain, --retry-failed)."""
         with self._lock:
             return self._db.execute(
-                "UPDATE deliveries SET state = ?, updated = ? WHERE issue = ? AND state = ?",
+                "UPDATE deliveries SET state = ?, updated = ? WHERE issue = ? AND state = ? AND listed = 1",
                 (PENDING, time.time(), issue, from_state),
             ).rowcount
 
-    def counts(self, issue: str) -> dict[str, int]:
+    def counts(self, issue: str, *, listed_only: bool = False) -> dict[str, int]:
+        """Rows per state; `listed_only` counts only the list given to the latest run."""
+        where = "issue = ? AND listed = 1" if listed_only else "issue = ?"
         with self._lock:
             found = dict(
-                self._db.execute(
-                    "SELECT state, COUNT(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
-                ).fetchall()
+                self._db.execute(f"SELECT state, COUNT(*) FROM deliveries WHERE {where} GROUP BY state", (issue,))
             )
         return {state: found.get(state, 0) for state in STATES}
 
-    def rows_in(self, issue: str, state: str, limit: int = 1000) -> list[tuple[str, str, int, int]]:
+    def rows_in(
+        self, issue: str, state: str, limit: int = 1000, *, listed_only: bool = False
+    ) -> list[tuple[str, str, int, int]]:
         """(email, reply, attempts, list line) of rows in `state`."""
+        listed = " AND listed = 1" if listed_only else ""
         with self._lock:
             return self._db.execute(
-                "SELECT email, reply, attempts, line FROM deliveries WHERE issue = ? AND state = ? ORDER BY id LIMIT ?",
+                "SELECT email, reply, attempts, line FROM deliveries "
+                f"WHERE issue = ? AND state = ?{listed} ORDER BY id LIMIT ?",
                 (issue, state, limit),
             ).fetchall()
 

@@ -40,6 +40,7 @@ class Options:
 class Outcome:
     sent: int = 0
     failed: int = 0
+    uncertain: int = 0  # sent, but the server's answer was lost
     stopped: str | None = None  # why the send stopped early, if it did
     interrupted: bool = False
     elapsed: float = 0.0
@@ -48,6 +49,10 @@ class Outcome:
 
 class _Fatal(Exception):
     """The send cannot go on (login refused, server unreachable, certificate not trusted)."""
+
+
+class _Unanswered(Exception):
+    """The whole message went out, but the server's answer never came."""
 
 
 class Sender:
@@ -124,6 +129,8 @@ class Sender:
                 if row is None:
                     return
                 smtp = self._deliver(row, smtp)
+        except Exception as exc:
+            self._halt(f"unexpected error: {exc!r}")
         finally:
             if smtp is not None:
                 close(smtp)
@@ -147,10 +154,14 @@ class Sender:
                 self.ledger.mark(row.id, PENDING, str(exc))
                 self._halt(str(exc))
                 return None
+            except _Unanswered as exc:
+                # The message went out but no answer came back: the server may
+                # have it. Sending again could mail this person twice.
+                self.ledger.mark(row.id, SENDING, f"uncertain: {exc}", attempt=True)
+                self._count(ok=False, reply=str(exc), uncertain=True)
+                return self._drop(smtp)
             except smtplib.SMTPResponseException as exc:
                 code, text = exc.smtp_code, reply_text(exc.smtp_error)
-                if code == 421:  # the server is closing this connection
-                    smtp = self._drop(smtp)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, raw = next(iter(exc.recipients.values()))
                 text = reply_text(raw)
@@ -161,6 +172,8 @@ class Sender:
                 self.ledger.mark(row.id, SENT, reply, attempt=True)
                 self._count(ok=True, reply=reply)
                 return smtp
+            if code == 421:  # the server is closing this connection
+                smtp = self._drop(smtp)
             reply = f"{code} {text}" if code else text
             permanent = code is not None and code not in TEMPORARY and code >= 500
             if permanent or attempt == self.options.max_attempts or self.stop.is_set():
@@ -172,7 +185,8 @@ class Sender:
                     self.ledger.mark(row.id, PENDING, reply, attempt=True)
                 return smtp
             self.ledger.mark(row.id, PENDING, reply, attempt=True)
-            self.stop.wait(delay)
+            if self.stop.wait(delay):  # stopped while waiting: the row stays pending
+                return smtp
             delay *= 2
         return smtp
 
@@ -194,8 +208,11 @@ class Sender:
         # Until the server answers the final dot, the message may or may not
         # be accepted: if this process dies now, the row says so.
         self.ledger.mark(row.id, SENDING)
-        smtp.send(b".\r\n")
-        code, text = smtp.getreply()
+        try:
+            smtp.send(b".\r\n")
+            code, text = smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Unanswered(f"connection lost after the message was sent ({exc})") from None
         if code != 250:
             raise smtplib.SMTPDataError(code, text)
         return f"{code} {reply_text(text)}"
@@ -209,8 +226,10 @@ class Sender:
                 raise _Fatal(f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
             except ssl.SSLCertVerificationError as exc:
                 raise _Fatal(f"the server's certificate is not trusted: {exc.verify_message}") from None
-            except smtplib.SMTPNotSupportedError as exc:
+            except (smtplib.SMTPNotSupportedError, NewsletterError) as exc:
                 raise _Fatal(str(exc)) from None
+            except UnicodeError as exc:  # a host name IDNA cannot encode
+                raise _Fatal(f"cannot connect to {self.settings.address}: {exc}") from None
             except (smtplib.SMTPException, OSError) as exc:
                 if attempt == self.options.max_attempts or self.stop.is_set():
                     raise _Fatal(f"cannot reach {self.settings.address}: {exc}") from None
@@ -233,13 +252,16 @@ class Sender:
         if slot > now:
             self.stop.wait(slot - now)
 
-    def _count(self, *, ok: bool, reply: str) -> None:
+    def _count(self, *, ok: bool, reply: str, uncertain: bool = False) -> None:
         with self._lock:
             if ok:
                 self.outcome.sent += 1
                 self._in_a_row = 0
             else:
-                self.outcome.failed += 1
+                if uncertain:
+                    self.outcome.uncertain += 1
+                else:
+                    self.outcome.failed += 1
                 self._in_a_row += 1
                 if self._in_a_row >= self.options.max_failures_in_a_row and not self.stop.is_set():
                     self.outcome.stopped = f"{self._in_a_row} messages in a row failed; the last: {reply}"

@@ -135,6 +135,9 @@ def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
     offered = smtp.esmtp_features.get("auth", "").upper().split()
     if not offered:
         raise smtplib.SMTPNotSupportedError(f"the server does not offer AUTH, but a username ({username}) is set")
+    if not (username + password).isascii():
+        # smtplib sends AUTH as ASCII and would fail deep inside with a UnicodeEncodeError.
+        raise NewsletterError("the SMTP username and password must be ASCII characters only")
     smtp.user, smtp.password = username, password
     for mechanism, method in (("PLAIN", smtp.auth_plain), ("LOGIN", smtp.auth_login), ("CRAM-MD5", smtp.auth_cram_md5)):
         if mechanism in offered:

@@ -41,8 +41,11 @@ def read_suppressions(path: Path | None) -> set[str]:
         return set()
     text = _read(path)
     lines = text.splitlines()
-    if lines and "email" in [c.strip().lower() for c in next(csv.reader([lines[0]]))]:
-        return {row.get("email", "").strip().lower() for row in csv.DictReader(lines) if row.get("email")}
+    header = [c.strip().lower() for c in next(csv.reader([lines[0]]))] if lines else []
+    if "email" in header:
+        column = header.index("email")  # "Email", " email " and the like all count
+        rows = csv.reader(lines[1:])
+        return {row[column].strip().lower() for row in rows if len(row) > column and row[column].strip()}
     return {line.strip().lower() for line in lines if line.strip() and not line.startswith("#")}
 
 

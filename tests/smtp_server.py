@@ -48,8 +48,11 @@ class Recorder:
 
     def __init__(self, inbox: Inbox, fault: Callable[[str, int], str | None] | None = None) -> None:
         self.inbox = inbox
-        self.fault = fault  # (recipient, attempt number) -> an SMTP reply to give instead of 250, or None
+        # (recipient, attempt) -> a reply instead of 250, "lost" (stored, answer lost), or None. Asked
+        # at RCPT with a negative attempt number, where "drop" closes the connection mid-transaction.
+        self.fault = fault
         self.attempts: Counter[str] = Counter()
+        self.rcpt_attempts: Counter[str] = Counter()
         self.connections = 0
         self.on_data: Callable[[str], None] | None = None  # after a message is stored, before the 250
         self.on_rcpt: Callable[[str], None] | None = None  # before a message's DATA
@@ -63,6 +66,10 @@ class Recorder:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.on_rcpt is not None:
             self.on_rcpt(address.lower())
+        self.rcpt_attempts[address.lower()] += 1
+        if self.fault is not None and self.fault(address.lower(), -self.rcpt_attempts[address.lower()]) == "drop":
+            server.transport.close()  # the connection dies before the message is sent
+            return "421 closing"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -71,18 +78,22 @@ class Recorder:
         self.attempts[rcpt] += 1
         if self.fault is not None:
             reply = self.fault(rcpt, self.attempts[rcpt])
-            if reply == "drop":
-                server.transport.close()  # the connection dies before the message is accepted
-                return "421 closing"
+            if reply == "lost":  # the message arrives, but the answer never reaches the sender
+                self._store(envelope)
+                server.transport.close()
+                return "250 too late"
             if reply:
                 return reply
+        self._store(envelope)
+        if self.on_data is not None:
+            self.on_data(rcpt)
+        return "250 OK queued"
+
+    def _store(self, envelope) -> None:
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self.inbox.lock:
             self.inbox.messages.append(message)
             self.inbox.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        if self.on_data is not None:
-            self.on_data(rcpt)
-        return "250 OK queued"
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):

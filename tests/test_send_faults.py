@@ -40,8 +40,10 @@ def test_temporary_permanent_and_dropped_connections(project, inbox):
             return "451 4.3.0 try again later"
         if rcpt.startswith("full") and attempt == 1:
             return "452 4.2.2 mailbox full"
-        if rcpt.startswith("drop") and attempt == 1:
+        if rcpt.startswith("drop") and attempt == -1:
             return "drop"
+        if rcpt.startswith("lost") and attempt == 1:
+            return "lost"
         if rcpt.startswith("closing") and attempt == 1:
             return "421 4.3.2 shutting down"
         if rcpt.startswith("unknown"):
@@ -54,13 +56,16 @@ def test_temporary_permanent_and_dropped_connections(project, inbox):
     try:
         good = [f"{kind}{i}@example.com" for kind in ("ok", "busy", "full", "drop", "closing") for i in range(3)]
         bad = ["unknown1@example.com", "never1@example.com"]
-        outcome, counts, failed = _send(project, ["email", *good, *bad], controller.port)
+        lost = ["lost1@example.com"]
+        outcome, counts, failed = _send(project, ["email", *good, *bad, *lost], controller.port)
     finally:
         controller.stop()
     received = inbox.recipients()
-    assert set(received) == set(good)
+    assert set(received) == {*good, *lost}
     assert set(received.values()) == {1}, received
     assert counts["sent"] == len(good) and counts["failed"] == 2 and counts["pending"] == 0
+    # The server stored it but its answer was lost: uncertain, and never sent twice.
+    assert counts["sending"] == 1 and outcome.uncertain == 1
     assert failed["unknown1@example.com"] == "550 5.1.1 no such user"
     assert failed["never1@example.com"] == "gave up after 4 attempts: 451 4.3.0 still busy"
     assert outcome.stopped is None

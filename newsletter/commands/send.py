@@ -87,7 +87,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> str:
         raise NewsletterError(
             f"{settings.address}: the server's certificate is not trusted: {exc.verify_message}"
         ) from None
-    except (smtplib.SMTPException, OSError) as exc:
+    except (smtplib.SMTPException, OSError, UnicodeError) as exc:
         raise NewsletterError(f"cannot reach {settings.address}: {exc}") from None
     try:
         refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
@@ -108,7 +108,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a send is about to do, for the confirmation prompt."""
+    """What a send is about to do, for the confirmation prompt. Nothing is sent or reset yet."""
 
     checked: Checked
     ledger: Ledger
@@ -117,6 +117,8 @@ class Plan:
     skipped: dict[str, int]  # duplicate, invalid, suppressed
     uncertain: list[str]  # addresses left `sending` by an earlier run that died
     failed_before: int
+    resend_uncertain: bool = False
+    retry_failed: bool = False
 
 
 def plan_send(
@@ -127,31 +129,35 @@ def plan_send(
     resend_uncertain: bool = False,
     retry_failed: bool = False,
 ) -> Plan:
-    """Check the issue, record the list in the ledger, and count what a send would do."""
+    """Check the issue, record the list in the ledger, and count what a send would do.
+
+    The ledger is claimed for this run: a second send of the same project at
+    the same time is refused, as it would mail the same people.
+    """
     checked = check(issue_path)
     slug = checked.rendered.slug
     suppressions = read_suppressions(suppression_path(checked, suppressed))
     entries: Iterator[Entry] = read_subscribers(to, suppressions, dedupe=False)  # the ledger finds duplicates
     ledger = Ledger(ledger_path(checked))
     try:
+        ledger.claim()
         ledger.import_list(slug, entries)
-        if resend_uncertain:
-            ledger.reset(slug, SENDING)
-        if retry_failed:
-            ledger.reset(slug, FAILED)
-        counts = ledger.counts(slug)
-        uncertain = [email for email, *_ in ledger.rows_in(slug, SENDING)]
+        counts = ledger.counts(slug, listed_only=True)
+        uncertain = [email for email, *_ in ledger.rows_in(slug, SENDING, listed_only=True)]
     except BaseException:
         ledger.close()
         raise
+    to_send = counts[PENDING] + (counts[SENDING] if resend_uncertain else 0) + (counts[FAILED] if retry_failed else 0)
     return Plan(
         checked,
         ledger,
-        to_send=counts[PENDING],
+        to_send=to_send,
         already_sent=counts["sent"],
         skipped={k: counts[k] for k in (DUPLICATE, INVALID, SUPPRESSED)},
         uncertain=uncertain,
         failed_before=counts[FAILED],
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
     )
 
 
@@ -164,9 +170,14 @@ def execute(
     secret: str | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Send what the plan says is pending. The caller closes `plan.ledger`."""
+    """Send what the plan says. The caller closes `plan.ledger`."""
     secret = secret or require_secret()
     slug = plan.checked.rendered.slug
+    # Only now, with the send confirmed, do earlier failures become sendable.
+    if plan.resend_uncertain:
+        plan.ledger.reset(slug, SENDING)
+    if plan.retry_failed:
+        plan.ledger.reset(slug, FAILED)
     envelope = Envelope.prepare(plan.checked.rendered)
     rows = plan.ledger.pending(slug)
     if limit is not None:
