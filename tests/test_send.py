@@ -208,3 +208,61 @@ def test_resend_uncertain_sends_to_those_a_crash_left_behind(project, run, smtp_
     resent = _send(run, "--to", path, "--yes", "--resend-uncertain")
     assert resent.exit_code == 0, resent.output
     assert inbox.recipients() == {"a@example.com": 1, "b@example.com": 1}
+
+
+def test_suppression_column_in_any_case_and_it_wins_over_retries(project, run, inbox, monkeypatch):
+    from .smtp_server import Recorder, start
+
+    controller = start(Recorder(inbox, lambda rcpt, n: "550 5.1.1 no such user" if rcpt == "bob@example.com" else None))
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    try:
+        path = write_list(project, ["email", "ann@example.com", "bob@example.com", "cat@example.com"])
+        (project / "suppressions.csv").write_text(" Email ,date\ncat@example.com,2021-05-01\n", encoding="utf-8")
+        assert _send(run, "--to", path, "--yes").exit_code == 0
+        assert set(inbox.recipients()) == {"ann@example.com"}  # cat unsubscribed; bob refused
+        # Bob unsubscribes too; retrying the failures must not reach him.
+        (project / "suppressions.csv").write_text("Email\ncat@example.com\nBOB@example.com\n", encoding="utf-8")
+        result = _send(run, "--to", path, "--yes", "--retry-failed")
+        assert "nothing to send" in result.output
+        assert set(inbox.recipients()) == {"ann@example.com"}
+    finally:
+        controller.stop()
+
+
+def test_someone_taken_off_the_list_is_not_mailed_on_resume(project, run, smtp_server, inbox):
+    path = write_list(project, ["email", "ann@example.com", "bob@example.com", "cat@example.com"])
+    assert _send(run, "--to", path, "--yes", "--limit", "1").exit_code == 0
+    path = write_list(project, ["email", "ann@example.com", "cat@example.com"])
+    result = _send(run, "--to", path, "--yes")
+    assert result.exit_code == 0, result.output
+    assert inbox.recipients() == {"ann@example.com": 1, "cat@example.com": 1}
+
+
+def test_answering_no_changes_nothing(project, run, smtp_server, inbox):
+    from click.testing import CliRunner
+
+    from newsletter.__main__ import cli
+
+    path = write_list(project, ["email", "a@example.com"])
+    _send(run, "--to", path, "--yes")
+    db = sqlite3.connect(project / "outbox" / "ledger.sqlite3")
+    with db:
+        db.execute("UPDATE deliveries SET state = 'sending'")
+    result = CliRunner().invoke(cli, ["send", ISSUE, "--to", str(path), "--resend-uncertain"], input="n\n")
+    assert result.exit_code == 1
+    assert db.execute("SELECT state FROM deliveries").fetchone() == ("sending",)
+    db.close()
+
+
+def test_a_second_send_at_the_same_time_is_refused(project, run, smtp_server):
+    from newsletter.ledger import Ledger
+
+    path = write_list(project, ["email", "a@example.com"])
+    with Ledger(project / "outbox" / "ledger.sqlite3") as running:
+        running.claim()
+        result = _send(run, "--to", path, "--yes")
+    assert result.exit_code == 1
+    assert "another send from this project is running" in result.output

@@ -123,3 +123,16 @@ def test_settings_never_show_the_password():
 
     settings = Settings("localhost", 25, "none", "user", "hunter2")
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+
+
+def test_a_non_ascii_password_is_a_message_not_a_hang(project, run, inbox, monkeypatch):
+    controller = _serve(monkeypatch, inbox, "none")
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "pässword")
+    try:
+        result = run("send", ISSUE, "--to", write_list(project, ["email", "a@example.com"]), "--yes")
+        assert result.exit_code == 1
+        assert "must be ASCII" in result.output and "pässword" not in result.output
+        assert inbox.recipients() == {}
+    finally:
+        controller.stop()
