@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,9 +44,10 @@ class Envelope:
     domain: str
     text: EncodedPart
     html: EncodedPart
+    test: bool = False
 
     @classmethod
-    def prepare(cls, rendered: Rendered, subject_prefix: str = "") -> Envelope:
+    def prepare(cls, rendered: Rendered, subject_prefix: str = "", *, test: bool = False) -> Envelope:
         site = rendered.site
         subject = subject_prefix + rendered.issue.subject_line
         lines = [
@@ -64,12 +66,20 @@ class Envelope:
             site.domain,
             EncodedPart.of("plain", rendered.text),
             EncodedPart.of("html", rendered.html),
+            test,
         )
 
     def message_id(self, email: str) -> str:
-        """The same for the same issue and recipient, so a receiving server can drop a repeat."""
+        """The same for the same issue and recipient, so a receiving server can drop a repeat.
+
+        A test copy gets a fresh one: were it the same as the real message's,
+        the advisor's mailbox would hide the real one (or the next test).
+        """
+        if self.test:
+            return f"<test.{secrets.token_hex(16)}@{self.domain}>"
         digest = hashlib.sha256(f"{self.rendered.slug}\0{email.lower()}".encode()).hexdigest()[:32]
-        return f"<{self.rendered.slug}.{digest}@{self.domain}>"
+        readable = re.sub(r"[^A-Za-z0-9.-]+", "-", self.rendered.slug).strip("-.") or "issue"
+        return f"<{readable}.{digest}@{self.domain}>"
 
     def values(self, recipient: Recipient, secret: str) -> dict[str, str]:
         """What fills the slots for `recipient`: their fields, name, address and unsubscribe link."""
@@ -158,7 +168,7 @@ _SOFT_BREAK = b"=\r\n"
 
 
 def _qp(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").encode("utf-8")
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")  # no bare CR on the wire
     # binascii ends soft line breaks like the text's first line, or with a
     # bare LF when it has none; SMTP wants CRLF everywhere.
     return binascii.b2a_qp(data, quotetabs=False, istext=True).replace(b"\n", b"\r\n")

@@ -66,6 +66,9 @@ def _lang(value: str) -> str:
 
 def _unsubscribe_pattern(value: str) -> str:
     _web_url(value.replace("{token}", "t"))
+    if not value.isascii():
+        # It goes into the List-Unsubscribe header, which must be ASCII.
+        raise ValueError("must be written in ASCII (an international domain in its xn-- form)")
     if "{token}" not in value:
         raise ValueError("must contain {token}, where each subscriber's signed token goes")
     return value

@@ -8,6 +8,7 @@ PyYAML would silently let the last one win.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ MAX_BYTES = 1_000_000
 MAX_NODES = 200_000
 
 Loc = tuple[str | int, ...]
+# Characters no text should hold (tab, line feed and carriage return are fine).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 try:  # the C parser is ~10x faster; fall back where libyaml is missing
     _Loader: type = yaml.CSafeLoader
@@ -143,6 +146,18 @@ class _Builder:
             )
         self.source.values.setdefault(loc, node)
         if isinstance(node, yaml.ScalarNode):
+            if _CONTROL.search(node.value):
+                mark = node.start_mark
+                self.problems.append(
+                    Problem(
+                        self.source.path,
+                        "contains a control character (written as an escape like \\0)",
+                        mark.line + 1,
+                        mark.column + 1,
+                        field_name(loc) or None,
+                    )
+                )
+                return None
             try:
                 return self.constructor.construct_object(node)
             except (yaml.YAMLError, ValueError) as exc:  # e.g. a date like 2021-13-45
@@ -165,7 +180,24 @@ class _Builder:
                     Problem(self.source.path, "a key must be a plain name", mark.line + 1, mark.column + 1)
                 )
                 continue
-            key = self.constructor.construct_object(key_node)
+            mark = key_node.start_mark
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problems.append(
+                    Problem(
+                        self.source.path,
+                        "merge keys (<<) are not supported; write the keys out",
+                        mark.line + 1,
+                        mark.column + 1,
+                    )
+                )
+                continue
+            try:
+                key = self.constructor.construct_object(key_node)
+            except (yaml.YAMLError, ValueError) as exc:  # e.g. 2021-13-45 or an unknown !tag
+                self.problems.append(
+                    Problem(self.source.path, f"cannot read this key: {exc}", mark.line + 1, mark.column + 1)
+                )
+                continue
             key = key if isinstance(key, str) else str(key)
             child = (*loc, key)
             if key in out:

@@ -501,3 +501,34 @@ def test_plain_check_passes_and_prints_placeholder_warnings(project, run):
     assert all(f"{seed}:" in line and "placeholder link" in line for line in warnings)
     assert f"{seed}: valid, 7 items" in result.output
     assert f"{len(expected)} warnings" in result.output
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "says"),
+    [
+        ("2021-13-45: x", "4:1", "cannot read this key"),
+        ("!foo extra: x", "4:1", "cannot read this key"),
+        ("<<: {title: x}", "4:1", "merge keys (<<) are not supported"),
+        ('extra: "A\\0B"', "4:8", "contains a control character"),
+    ],
+)
+def test_unreadable_keys_and_control_characters(project, run, line, where, says):
+    text = (
+        'title: "A roundup"\ndate: 2021-05-03\nlang: en\n'
+        + line
+        + "\n"
+        + MINIMAL.split("items:", 1)[1].join(["items:", ""])
+    )
+    write_issue(project, text)
+    lines = failing_check(run, ISSUE)
+    assert any(e.startswith(f"error: {ISSUE}:{where}: ") and says in e for e in lines), lines
+
+
+def test_a_non_ascii_unsubscribe_address_is_refused(project, run):
+    site = project / "newsletter.yaml"
+    site.write_text(
+        site.read_text(encoding="utf-8").replace("https://example.org/unsubscribe", "https://exämple.org/unsubscribe"),
+        encoding="utf-8",
+    )
+    lines = failing_check(run, f"issues/{SEED}.yaml")
+    assert any("newsletter.yaml:" in e and "unsubscribe_url" in e and "ASCII" in e for e in lines), lines

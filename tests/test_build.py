@@ -216,3 +216,14 @@ def test_a_template_mistake_names_the_template_and_line(project, run):
     result = run("build", f"issues/{SEED}.yaml")
     assert result.exit_code == 1
     assert re.search(r"templates/email\.txt\.j2:6: template error: ", result.output), result.output
+
+
+def test_an_issue_file_name_with_accents_and_spaces_builds_a_valid_message(project, run):
+    path = project / "issues" / "été 2021.yaml"
+    path.write_bytes((project / "issues" / f"{SEED}.yaml").read_bytes())
+    result = run("build", path)
+    assert result.exit_code == 0, result.output
+    raw = (project / "outbox" / "été 2021" / "email.eml").read_bytes()
+    assert raw.isascii()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert re.fullmatch(r"<t-2021\.[0-9a-f]{32}@example\.org>", message["Message-ID"])

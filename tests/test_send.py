@@ -266,3 +266,11 @@ def test_a_second_send_at_the_same_time_is_refused(project, run, smtp_server):
         result = _send(run, "--to", path, "--yes")
     assert result.exit_code == 1
     assert "another send from this project is running" in result.output
+
+
+def test_test_copies_never_share_the_real_message_id(project, run, smtp_server, inbox):
+    _send(run, "--test", "me@example.org")
+    _send(run, "--test", "me@example.org")
+    _send(run, "--to", write_list(project, ["email", "me@example.org"]), "--yes")
+    ids = [m["Message-ID"] for m in inbox.messages]
+    assert len(ids) == 3 and len(set(ids)) == 3

@@ -76,7 +76,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> str:
     if not is_email_address(address):
         raise NewsletterError(f"--test: '{address}' is not an email address")
     checked = check(issue_path)
-    envelope = Envelope.prepare(checked.rendered, subject_prefix=TEST_PREFIX)
+    envelope = Envelope.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
     recipient = Recipient(address)
     message = envelope.compose(recipient, envelope.values(recipient, secret_from_env() or PREVIEW_SECRET))
     try:
