@@ -10,6 +10,8 @@ shows its error in the page while the server keeps running.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 import threading
 import time
@@ -188,14 +190,17 @@ class Server:
     def __init__(self, preview: Preview, host: str = "127.0.0.1", port: int = 8000) -> None:
         self.preview = preview
         self.stop_event = threading.Event()
-        handler = type("Handler", (_Handler,), {"preview": preview})
+        handler = type("Handler", (_Handler,), {"preview": preview, "allowed_host": host.lower()})
         self.requested_port = port
         try:
-            self.http = ThreadingHTTPServer((host, port), handler)
-        except OSError:
-            if port == 0:
-                raise
-            self.http = ThreadingHTTPServer((host, 0), handler)  # taken: any free port
+            try:
+                self.http = ThreadingHTTPServer((host, port), handler)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or port == 0:
+                    raise
+                self.http = ThreadingHTTPServer((host, 0), handler)  # taken: any free port
+        except OSError as exc:  # an unknown host name, a port that needs root, ...
+            raise NewsletterError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
         self.http.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
@@ -229,9 +234,15 @@ class Server:
 
 class _Handler(BaseHTTPRequestHandler):
     preview: Preview
+    allowed_host: str  # the name given with --host, which may be a name
     server_version = "newsletter-preview"
 
     def do_GET(self) -> None:
+        if not self._host_allowed():
+            # A web page elsewhere could point its own name at 127.0.0.1 (DNS
+            # rebinding) and read an unpublished issue; answer only to an address.
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST)
+            return
         path = self.path.split("?", 1)[0]
         if path == "/":
             self._send(PAGE.read_bytes(), "text/html; charset=utf-8")
@@ -246,6 +257,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._events()
         else:
             self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _host_allowed(self) -> bool:
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host in ("localhost", self.allowed_host):
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
 
     def _send(self, body: bytes, kind: str) -> None:
         self.send_response(HTTPStatus.OK)

@@ -174,9 +174,9 @@ def _render_template(env: jinja2.Environment, folder: Path, name: str, context: 
         raise NewsletterError(Problem(where, f"template error: {exc.message}", exc.lineno)) from None
     except jinja2.TemplateNotFound as exc:
         raise NewsletterError(Problem(folder / str(exc.name), "template not found")) from None
-    except (jinja2.TemplateError, TypeError, ValueError, AttributeError) as exc:
-        # Undefined names, and a template calling a filter or method wrongly:
-        # the template's author needs the template's line, not a traceback.
+    except Exception as exc:
+        # (an undefined name, a filter called wrongly, a division by zero, runaway
+        # recursion) needs the template's line, not a traceback.
         line = None
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             if frame.filename.endswith(".j2"):

@@ -18,6 +18,7 @@ from .model import is_email_address
 from .yamlsource import MAX_BYTES
 
 PENDING, DUPLICATE, INVALID, SUPPRESSED = "pending", "duplicate", "invalid", "suppressed"
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def _classify(
         )
     if "\r" in name or "\n" in name:  # it goes into the To header
         return Entry(line, email, name, fields, INVALID, "the name contains a line break")
+    if len(name) > MAX_NAME:  # a To header line must stay under SMTP's 998 characters
+        return Entry(line, email, name, fields, INVALID, f"the name is longer than {MAX_NAME} characters")
     entry = Entry(line, email, name, fields)
     if seen is not None:
         if entry.key in seen:

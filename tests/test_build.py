@@ -227,3 +227,26 @@ def test_an_issue_file_name_with_accents_and_spaces_builds_a_valid_message(proje
     assert raw.isascii()
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert re.fullmatch(r"<t-2021\.[0-9a-f]{32}@example\.org>", message["Message-ID"])
+
+
+def test_built_files_are_readable_by_others_like_any_new_file(project, run):
+    run("build", f"issues/{SEED}.yaml")
+    mode = (project / "outbox" / SEED / "email.html").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_any_runtime_mistake_in_a_template_is_a_message(project, run):
+    template = project / "templates" / "email.mjml.j2"
+    template.write_text(template.read_text(encoding="utf-8").replace("<mj-body", "{{ 1 // 0 }}<mj-body", 1), "utf-8")
+    result = run("build", f"issues/{SEED}.yaml")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert re.search(r"templates/email\.mjml\.j2:\d+: template error: .*division", result.output), result.output

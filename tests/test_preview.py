@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -238,3 +239,19 @@ def test_a_broken_site_file_at_start_still_reloads_once_fixed(project):
         wait_for(lambda: state(server)["has_email"] and not state(server)["errors"])
     finally:
         server.stop()
+
+
+def test_answers_only_to_its_own_address(server):
+    request = urllib.request.Request(server.url + "state.json", headers={"Host": f"attacker.example:{server.port}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 421
+    request = urllib.request.Request(server.url + "state.json", headers={"Host": f"localhost:{server.port}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_an_unknown_host_is_a_message(project, run):
+    result = run("preview", ISSUE, "--no-open", "--host", "no-such-host.invalid")
+    assert result.exit_code == 1
+    assert "cannot serve on no-such-host.invalid:8000" in result.output
