@@ -126,7 +126,7 @@ class Sender:
         try:
             while not self.stop.is_set():
                 row = work.get()
-                if row is None:
+                if row is None or self.stop.is_set():  # a row taken after a stop stays pending
                     return
                 smtp = self._deliver(row, smtp)
         except Exception as exc:
