@@ -2,10 +2,11 @@
 
 The Python `email` package takes milliseconds to build a 40 KB message:
 fine once per issue, too slow once per recipient for a big list. Here the
-headers that are the same for everyone and the MIME skeleton are prepared
-once; per recipient we fill the slots and quoted-printable-encode the two
-bodies with `binascii` (C code). Tests parse the result with `email` to hold
-it to the standard.
+headers that are the same for everyone, the MIME skeleton and the
+quoted-printable bodies are prepared once per issue (`binascii`, C code);
+per recipient only the To/Date/Message-ID/List-Unsubscribe headers and the
+slot values are made, then joined. Tests parse the result with `email` to
+hold it to the standard.
 """
 
 from __future__ import annotations
