@@ -81,6 +81,8 @@ def environment(templates: Path) -> jinja2.Environment:
     env.filters["markdown_inline"] = lambda s: markdown.to_html(s, inline=True)
     env.filters["markdown_text"] = markdown.to_text
     env.filters["wrap"] = markdown.wrap
+    # "3 May 2021" on every platform (strftime's %-d is glibc's own); English for now.
+    env.filters["long_date"] = lambda d: f"{d.day} {d:%B %Y}"
     return env
 
 

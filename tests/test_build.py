@@ -82,6 +82,7 @@ def test_every_action_step_is_in_both_parts(project, run):
 def test_plain_text_reads_on_its_own(project, run):
     run("build", f"issues/{SEED}.yaml")
     text = (project / "outbox" / SEED / "email.txt").read_text(encoding="utf-8")
+    assert text.splitlines()[:2] == ["CRISIS AND TACTICAL ROUND UP: SPRING SOLIDARITY", "3 May 2021"]
     assert "New: #StandWithBelarus on Social Media" in text
     assert "WHAT YOU CAN DO" in text
     assert re.search(r"^1\. Take or create a picture of a flower\.$", text, re.M)
