@@ -104,7 +104,7 @@ def load(path: Path, what: str = "file") -> Source:
     """
     text = read_text(path, what)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=_AliasPlacingLoader if _has_aliases(text) else _Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = exc.problem or exc.context or "invalid YAML"
@@ -118,6 +118,8 @@ def load(path: Path, what: str = "file") -> Source:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise NewsletterError(Problem(path, f"invalid YAML: {message}", line, col)) from None
+    except _TooManyValues:
+        raise NewsletterError(Problem(path, TOO_MANY)) from None
     except yaml.YAMLError as exc:
         raise NewsletterError(Problem(path, f"invalid YAML: {exc}")) from None
     source = Source(path, None, text)
@@ -125,6 +127,69 @@ def load(path: Path, what: str = "file") -> Source:
         raise NewsletterError(Problem(path, "the file is empty", 1, 1))
     source.data = _Builder(source, source.problems).build(node, ())
     return source
+
+
+def _has_aliases(text: str) -> bool:
+    """Whether the file uses *aliases (a quick scan with the C parser)."""
+    if "*" not in text:
+        return False
+    try:
+        return any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=_Loader))
+    except yaml.YAMLError:
+        return False  # compose reports it
+
+
+TOO_MANY = f"more than {MAX_NODES:,} values (too many aliases?)"
+
+
+class _TooManyValues(Exception):
+    """Aliases expanded past MAX_NODES while composing."""
+
+
+class _AliasPlacingLoader(yaml.SafeLoader):
+    """A composer that places each use of an alias at the alias, not at its anchor.
+
+    PyYAML hands back the anchored node itself, so a problem in a value reached
+    through `*tags` would point at `&tags`. This loader is pure Python and about
+    twenty times slower than the C one, so it is used only for files with aliases.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open: set[str] = set()  # anchors whose collection is being composed
+        self._copies = 0  # bounded like the builder's values: aliases can expand exponentially
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            # An alias inside its own anchor is a cycle: leave it for the builder to report.
+            return node if event.anchor in self._open else self._relocated(node, event.start_mark, {})
+        anchor = getattr(event, "anchor", None)
+        if anchor is None or isinstance(event, yaml.ScalarEvent):
+            return super().compose_node(parent, index)
+        self._open.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open.discard(anchor)
+
+    def _relocated(self, node: yaml.Node, mark: yaml.Mark, done: dict[int, yaml.Node]) -> yaml.Node:
+        """A copy of `node` and everything in it, all placed at `mark`."""
+        if id(node) in done:
+            return done[id(node)]
+        self._copies += 1
+        if self._copies > MAX_NODES:
+            raise _TooManyValues
+        copy = type(node).__new__(type(node))
+        copy.__dict__.update(node.__dict__)
+        copy.start_mark = copy.end_mark = mark
+        done[id(node)] = copy
+        if isinstance(node, yaml.SequenceNode):
+            copy.value = [self._relocated(child, mark, done) for child in node.value]
+        elif isinstance(node, yaml.MappingNode):
+            copy.value = [(self._relocated(k, mark, done), self._relocated(v, mark, done)) for k, v in node.value]
+        return copy
 
 
 class _Builder:
@@ -138,7 +203,7 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise NewsletterError(Problem(self.source.path, f"more than {MAX_NODES:,} values (too many aliases?)"))
+            raise NewsletterError(Problem(self.source.path, TOO_MANY))
         if id(node) in self.active:
             mark = node.start_mark
             raise NewsletterError(

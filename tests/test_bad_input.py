@@ -438,11 +438,6 @@ def test_alias_expansion_under_the_limit_gives_short_messages(project, run):
     assert max(len(line) for line in lines) < 300
 
 
-@pytest.mark.xfail(
-    reason="yamlsource._Builder records the anchored node for every use of an alias, so a problem in a "
-    "value reached through an alias is placed on the anchor's line, not on the line that uses it",
-    strict=True,
-)
 def test_problem_through_alias_names_the_alias_line(project, run):
     text = """
         title: "A roundup"
