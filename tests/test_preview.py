@@ -255,3 +255,18 @@ def test_an_unknown_host_is_a_message(project, run):
     result = run("preview", ISSUE, "--no-open", "--host", "no-such-host.invalid")
     assert result.exit_code == 1
     assert "cannot serve on no-such-host.invalid:8000" in result.output
+
+
+@pytest.mark.parametrize("width", [320, 375, 480, 600])
+def test_the_email_fits_every_width_from_320_to_600(browser, server, width):
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    try:
+        page.goto(server.url + "email.html")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        # Text stays readable at every width: nothing below the footer's 13 px.
+        sizes = page.evaluate(
+            "() => [...document.querySelectorAll('p, li')].map(e => parseFloat(getComputedStyle(e).fontSize))"
+        )
+        assert sizes and min(sizes) >= 13
+    finally:
+        page.close()
