@@ -58,12 +58,6 @@ class Row:
     attempts: int
 
 
-@dataclass(frozen=True)
-class Imported:
-    rows: int
-    new: int
-
-
 class Ledger:
     """Thread-safe: the send's worker threads share one connection behind a lock."""
 
@@ -107,14 +101,13 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def import_list(self, issue: str, entries: Iterable[Entry]) -> Imported:
+    def import_list(self, issue: str, entries: Iterable[Entry]) -> None:
         """Record the list's rows (read with `dedupe=False`); rows already in the ledger keep their state.
 
         Duplicate and invalid rows are a record of this list, so they are
         replaced on each import rather than piling up.
         """
         now = time.time()
-        rows = new = 0
         with self._lock, self._transaction():
             self._db.execute("DELETE FROM deliveries WHERE issue = ? AND state IN (?, ?)", (issue, DUPLICATE, INVALID))
             # Only the addresses of the list given now are sent to: someone
@@ -125,7 +118,6 @@ class Ledger:
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen (address TEXT PRIMARY KEY)")
             self._db.execute("DELETE FROM temp.seen")
             for entry in entries:
-                rows += 1
                 if (
                     entry.state in (PENDING, SUPPRESSED)
                     and not self._db.execute(
@@ -148,7 +140,7 @@ class Ledger:
                 if entry.state in (DUPLICATE, INVALID):
                     self._db.execute(_INSERT, values)
                     continue
-                cursor = self._db.execute(
+                self._db.execute(
                     _INSERT
                     + """
                     ON CONFLICT (issue, address) WHERE state NOT IN ('duplicate', 'invalid') DO UPDATE SET
@@ -163,12 +155,9 @@ class Ledger:
                             ELSE deliveries.state END,
                         reply = CASE
                             WHEN deliveries.state <> 'sent' AND excluded.state = 'suppressed'
-                            THEN excluded.reply ELSE deliveries.reply END
-                    RETURNING (created = updated)""",
+                            THEN excluded.reply ELSE deliveries.reply END""",
                     values,
                 )
-                new += cursor.fetchone()[0]
-        return Imported(rows, new)
 
     def pending(self, issue: str, batch: int = 500) -> Iterator[Row]:
         """Rows still to send, in list order, fetched a batch at a time."""

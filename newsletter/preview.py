@@ -191,7 +191,6 @@ class Server:
         self.preview = preview
         self.stop_event = threading.Event()
         handler = type("Handler", (_Handler,), {"preview": preview, "allowed_host": host.lower()})
-        self.requested_port = port
         try:
             try:
                 self.http = ThreadingHTTPServer((host, port), handler)

@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import NewsletterError
 from .ledger import FAILED, SENDING, SENT, Ledger, Row
@@ -44,7 +44,6 @@ class Outcome:
     stopped: str | None = None  # why the send stopped early, if it did
     interrupted: bool = False
     elapsed: float = 0.0
-    replies: list[str] = field(default_factory=list)
 
 
 class _Fatal(Exception):

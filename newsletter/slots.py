@@ -84,10 +84,6 @@ class Slotted:
             out += (value, literal)
         return "".join(out)
 
-    @property
-    def keys(self) -> set[str]:
-        return {slot.key for slot in self.slots}
-
 
 def _escape_html(value: str) -> str:
     return html.escape(value, quote=True)
