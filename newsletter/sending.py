@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import smtplib
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from .errors import NewsletterError
 from .ledger import FAILED, SENDING, SENT, Ledger, Row
 from .message import Envelope, Recipient
-from .smtp import Settings, close, connect
+from .smtp import ConnectFailed, Settings, close, connect, reply_text
 from .subscribers import PENDING
 
 TEMPORARY = {421, 450, 451, 452, 454}
@@ -221,19 +220,13 @@ class Sender:
         for attempt in range(1, self.options.max_attempts + 1):
             try:
                 return connect(self.settings)
-            except smtplib.SMTPAuthenticationError as exc:
-                raise _Fatal(f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
-            except ssl.SSLCertVerificationError as exc:
-                raise _Fatal(f"the server's certificate is not trusted: {exc.verify_message}") from None
-            except (smtplib.SMTPNotSupportedError, NewsletterError) as exc:
-                raise _Fatal(str(exc)) from None
-            except UnicodeError as exc:  # a host name IDNA cannot encode
-                raise _Fatal(f"cannot connect to {self.settings.address}: {exc}") from None
-            except (smtplib.SMTPException, OSError) as exc:
-                if attempt == self.options.max_attempts or self.stop.is_set():
-                    raise _Fatal(f"cannot reach {self.settings.address}: {exc}") from None
+            except ConnectFailed as exc:
+                if not exc.retry or attempt == self.options.max_attempts or self.stop.is_set():
+                    raise _Fatal(str(exc)) from None
                 self.stop.wait(delay)
                 delay *= 2
+            except NewsletterError as exc:  # a password smtplib cannot send, and the like
+                raise _Fatal(str(exc)) from None
         raise _Fatal(f"cannot reach {self.settings.address}")
 
     def _drop(self, smtp: smtplib.SMTP | None) -> None:
@@ -294,7 +287,3 @@ def dot_stuffed(message: bytes) -> bytes:
 def _reset(smtp: smtplib.SMTP) -> None:
     with contextlib.suppress(smtplib.SMTPException, OSError):
         smtp.rset()
-
-
-def reply_text(raw: bytes | str) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

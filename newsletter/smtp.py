@@ -98,8 +98,38 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+class ConnectFailed(NewsletterError):
+    """Raised by `connect`; `retry` says whether trying again later could help."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
 def connect(settings: Settings) -> smtplib.SMTP:
-    """An open, authenticated connection. Raises smtplib/OS errors for the caller to classify."""
+    """An open, authenticated connection, or ConnectFailed saying why not, in words for people."""
+    try:
+        return _open(settings)
+    except smtplib.SMTPAuthenticationError as exc:
+        message = f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}"
+        raise ConnectFailed(message, retry=False) from None
+    except ssl.SSLCertVerificationError as exc:
+        message = f"{settings.address}: the server's certificate is not trusted: {exc.verify_message}"
+        raise ConnectFailed(message, retry=False) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise ConnectFailed(str(exc), retry=False) from None
+    except UnicodeError as exc:  # a host name IDNA cannot encode
+        raise ConnectFailed(f"cannot connect to {settings.address}: {exc}", retry=False) from None
+    except (smtplib.SMTPException, OSError) as exc:  # down, refusing, timing out: it may come back
+        raise ConnectFailed(f"cannot reach {settings.address}: {exc}", retry=True) from None
+
+
+def reply_text(raw: bytes | str) -> str:
+    """A server's reply as text, whatever bytes it sent."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _open(settings: Settings) -> smtplib.SMTP:
     if settings.security == "ssl":
         smtp: smtplib.SMTP = smtplib.SMTP_SSL(
             settings.host, settings.port, timeout=settings.timeout, context=tls_context(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import smtplib
-import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from ..message import Envelope, Recipient
 from ..model import is_email_address
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
-from ..sending import Options, Outcome, Sender, reply_text
-from ..smtp import Settings, close, connect
+from ..sending import Options, Outcome, Sender
+from ..smtp import Settings, close, connect, reply_text
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
 from ..unsubscribe import PREVIEW_SECRET, SECRET_ENV, secret_from_env
 from .build import write_atomically
@@ -71,30 +70,20 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     return DryRun(folder, written, skipped)
 
 
-def send_test(issue_path: Path, address: str, settings: Settings) -> str:
-    """One message with a [TEST] subject to `address`; recorded nowhere. Returns the server's reply."""
+def send_test(issue_path: Path, address: str, settings: Settings) -> None:
+    """One message with a [TEST] subject to `address`; recorded nowhere."""
     if not is_email_address(address):
         raise NewsletterError(f"--test: '{address}' is not an email address")
     checked = check(issue_path)
     envelope = Envelope.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
     recipient = Recipient(address)
     message = envelope.compose(recipient, envelope.values(recipient, secret_from_env() or PREVIEW_SECRET))
-    try:
-        smtp = connect(settings)
-    except smtplib.SMTPAuthenticationError as exc:
-        raise NewsletterError(f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
-    except ssl.SSLCertVerificationError as exc:
-        raise NewsletterError(
-            f"{settings.address}: the server's certificate is not trusted: {exc.verify_message}"
-        ) from None
-    except (smtplib.SMTPException, OSError, UnicodeError) as exc:
-        raise NewsletterError(f"cannot reach {settings.address}: {exc}") from None
+    smtp = connect(settings)
     try:
         refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
         if refused:
             code, text = refused[address]
             raise NewsletterError(f"the server refused {address}: {code} {reply_text(text)}")
-        return "accepted"
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = exc.recipients[address]
         raise NewsletterError(f"the server refused {address}: {code} {reply_text(text)}") from None
