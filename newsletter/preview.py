@@ -15,7 +15,7 @@ import ipaddress
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,17 +92,13 @@ class Preview:
                 warnings=[str(p) for p in checked.warnings],
                 built_at=time.time(),
             )
-        except Exception as exc:
+        except Exception as exc:  # the preview must outlive any one bad save
             problems = exc.problems if isinstance(exc, NewsletterError) else [f"unexpected error: {exc!r}"]
             # Keep the last good email on screen under the error, as editors expect.
-            snapshot = Snapshot(
+            snapshot = replace(
+                previous,
                 version=previous.version + 1,
-                subject=previous.subject,
-                sender=previous.sender,
-                preheader=previous.preheader,
-                html=previous.html,
-                text=previous.text,
-                html_bytes=previous.html_bytes,
+                warnings=[],
                 errors=[str(p) for p in problems],
                 built_at=time.time(),
             )
