@@ -177,6 +177,7 @@ def _render_template(env: jinja2.Environment, folder: Path, name: str, context: 
     except jinja2.TemplateNotFound as exc:
         raise NewsletterError(Problem(folder / str(exc.name), "template not found")) from None
     except Exception as exc:
+        # Templates are the user's code: any mistake there
         # (an undefined name, a filter called wrongly, a division by zero, runaway
         # recursion) needs the template's line, not a traceback.
         line = None

@@ -127,7 +127,7 @@ class Sender:
                 if row is None or self.stop.is_set():  # a row taken after a stop stays pending
                     return
                 smtp = self._deliver(row, smtp)
-        except Exception as exc:
+        except Exception as exc:  # a dead worker must stop the send, not leave it waiting forever
             self._halt(f"unexpected error: {exc!r}")
         finally:
             if smtp is not None:
