@@ -103,6 +103,10 @@ def schema(kind: str) -> None:
     help="Addresses never to mail [default: suppressions.csv in the project, if any].",
 )
 @click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False), help="Also trust this CA's certificates.")
+@click.option("--moved", is_flag=True, help="The issue file was renamed or moved since its send began: continue it.")
+@click.option(
+    "--changed-content", is_flag=True, help="The issue changed since its send began: send the rest the new version."
+)
 def send(
     issue: Path,
     to: Path | None,
@@ -116,6 +120,8 @@ def send(
     retry_failed: bool,
     suppressed: Path | None,
     ca_file: Path | None,
+    moved: bool,
+    changed_content: bool,
 ) -> None:
     """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
     from .commands import send as sending
@@ -135,7 +141,13 @@ def send(
             click.echo(f"  skipped {n} {state}")
         return
     plan = sending.plan_send(
-        issue, to, suppressed=suppressed, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+        issue,
+        to,
+        suppressed=suppressed,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+        moved=moved,
+        changed_content=changed_content,
     )
     with plan.ledger:
         _send_planned(issue, to, plan, limit, Options(connections=connections, rate=rate), yes, ca_file)
@@ -144,6 +156,8 @@ def send(
 def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None) -> None:
     from .commands.send import execute, require_secret
 
+    for notice in plan.notices:
+        click.echo(f"warning: {notice}", err=True)
     skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
     if plan.uncertain and not plan.resend_uncertain:
         click.echo(
@@ -183,7 +197,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
             bar.update(n)
 
         outcome = execute(plan, settings, options, limit=limit, secret=secret, on_progress=progress)
-    counts = plan.ledger.counts(plan.checked.rendered.slug, listed_only=True)
+    counts = plan.ledger.counts(plan.identity, listed_only=True)
     click.echo(
         f"sent {outcome.sent}, failed {outcome.failed}"
         + (f", uncertain {outcome.uncertain}" if outcome.uncertain else "")
@@ -261,8 +275,16 @@ def status(issue: Path) -> None:
     from .commands.send import status as ledger_status
 
     found = ledger_status(issue)
+    for notice in found.notices:
+        click.echo(f"warning: {notice}", err=True)
     for state, n in found.counts.items():
         click.echo(f"{state:>10}  {n}")
+    if len(found.versions) > 1 or (found.versions and found.versions[0][0] != found.current):
+        click.echo("\nversions sent (the issue changed during its send):")
+        for content, n, first in found.versions:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(first))
+            current = ", the current one" if content == found.current else ""
+            click.echo(f"  {content}  {n} recipients, from {when}{current}")
     for title, rows in (
         ("failed", found.failures),
         ("uncertain (may or may not have it)", found.uncertain),

@@ -5,19 +5,30 @@ A recipient is marked `sending` (and committed) just before the final "."
 of DATA goes out, and `sent` as soon as the server accepts it. A crash
 between the two leaves `sending`: the message may or may not have arrived,
 so it is reported as uncertain and not sent again unless asked.
+
+Beside the deliveries, one row per issue remembers where it was sent from,
+what its content was and which key signed its links, so that a renamed, a
+copied or an edited issue is noticed before anyone is mailed twice or gets
+a different issue than their neighbours.
+
+The ledger is the project's memory of who was mailed: it lives in
+`state/`, apart from build output, and notices when its file is deleted or
+replaced under a running send (see `intact` and `restore`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, ParamSpec, TypeVar
 
 from .errors import NewsletterError, Problem
 from .subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, duplicate
@@ -28,7 +39,7 @@ STATES = (PENDING, SENDING, SENT, FAILED, DUPLICATE, INVALID, SUPPRESSED)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id        INTEGER PRIMARY KEY,
-    issue     TEXT NOT NULL,
+    issue     TEXT NOT NULL,            -- the issue's identity: its `id:`, or its file name
     address   TEXT NOT NULL,            -- lower-cased: the subscriber's identity
     email     TEXT NOT NULL,            -- as written in the list
     name      TEXT NOT NULL DEFAULT '',
@@ -46,7 +57,23 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE UNIQUE INDEX IF NOT EXISTS one_per_subscriber
     ON deliveries (issue, address) WHERE state NOT IN ('duplicate', 'invalid');
 CREATE INDEX IF NOT EXISTS by_state ON deliveries (issue, state, id);
+CREATE TABLE IF NOT EXISTS issues (
+    issue     TEXT PRIMARY KEY,
+    path      TEXT NOT NULL,            -- where it was last sent from, relative to the project
+    title     TEXT NOT NULL,
+    date      TEXT NOT NULL,
+    content   TEXT NOT NULL,            -- fingerprint of the rendered parts being sent now
+    secret    TEXT,                     -- fingerprint of the key that signs its links
+    created   REAL NOT NULL,
+    updated   REAL NOT NULL
+);
 """
+
+# Added after the first release; ledgers made before get them on open.
+_LATER_COLUMNS = {"deliveries": {"content": "TEXT"}}  # the version each recipient got
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +85,45 @@ class Row:
     attempts: int
 
 
+@dataclass(frozen=True)
+class IssueRecord:
+    """What the ledger remembers of one issue's send."""
+
+    issue: str
+    path: str
+    title: str
+    date: str
+    content: str
+    secret: str | None
+
+
+def _database_errors(method: Callable[P, T]) -> Callable[P, T]:
+    """SQLite's failures (a damaged file, a full disk) as the user's problem, naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            ledger = args[0]
+            assert isinstance(ledger, Ledger)
+            raise NewsletterError(Problem(ledger.path, ledger_problem(exc))) from None
+
+    return wrapper
+
+
+def ledger_problem(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+        return (
+            f"the send ledger is damaged ({text}); nothing was sent. Restore it from a backup of state/ "
+            "(it is the only record of who was mailed), or move it aside to start a new record"
+        )
+    if "disk is full" in text or "disk I/O error" in text:
+        return f"cannot write the send ledger ({text}); free some space, then run the same command again"
+    return f"the send ledger cannot be used: {text}"
+
+
 class Ledger:
     """Thread-safe: the send's worker threads share one connection behind a lock."""
 
@@ -66,28 +132,37 @@ class Ledger:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        except (sqlite3.Error, OSError) as exc:
+            raise NewsletterError(Problem(path, f"cannot open the send ledger: {exc}")) from None
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # With WAL, NORMAL survives a killed process; only a power cut can
             # lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_later_columns()
+            # Which file this connection writes, to notice it being deleted or replaced.
+            self._file = _file_id(path)
         except sqlite3.Error as exc:
-            raise NewsletterError(Problem(path, f"cannot open the send ledger: {exc}")) from None
+            self._db.close()
+            raise NewsletterError(Problem(path, ledger_problem(exc))) from None
         self._lock = threading.Lock()
         self._lock_file: IO[str] | None = None
 
+    def _add_later_columns(self) -> None:
+        for table, columns in _LATER_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
     def claim(self) -> None:
         """Hold this project's ledger for one send; a second concurrent send is refused."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_file = lock_path.open("a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock_file = try_lock(self.path.with_name(self.path.name + ".lock"))
+        if self._lock_file is None:
             raise NewsletterError(
                 Problem(self.path, "another send from this project is running; wait for it, or stop it first")
-            ) from None
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -101,6 +176,102 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- the file itself ---------------------------------------------------
+
+    def intact(self) -> bool:
+        """Whether the file at `path` is still the one this connection writes.
+
+        A user cleaning a folder, or copying an old ledger over this one,
+        leaves the connection writing to a file nobody will read again: the
+        next run would not know who was mailed.
+        """
+        try:
+            return _file_id(self.path) == self._file
+        except OSError:
+            return False
+
+    def restore(self) -> Path | None:
+        """Write the open database back to `path`; returns where a file found there was moved.
+
+        SQLite copies itself from the open connection, which still holds
+        every row, the ones written after the file vanished included. The
+        ledger is closed afterwards: the send that noticed must stop.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        copy = self.path.with_name(f".{self.path.name}.restoring-{os.getpid()}")
+        with self._lock:
+            target = sqlite3.connect(copy)
+            try:
+                self._db.backup(target)
+            finally:
+                target.close()
+        moved = None
+        if self.path.exists():  # another file was put in its place: keep it, out of the way
+            moved = self.path.with_name(f"{self.path.name}.found-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.path, moved)
+        # Closing removes the connection's -wal and -shm files by name, so it
+        # must happen before the copy takes the name.
+        self.close()
+        os.replace(copy, self.path)
+        return moved
+
+    # -- issues ------------------------------------------------------------
+
+    @_database_errors
+    def issue_record(self, issue: str) -> IssueRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT issue, path, title, date, content, secret FROM issues WHERE issue = ?", (issue,)
+            ).fetchone()
+        return IssueRecord(*row) if row else None
+
+    @_database_errors
+    def same_title_and_date(self, issue: str, title: str, date: str) -> IssueRecord | None:
+        """Another issue sent to someone with this title and date: most likely this file under an earlier name."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT issue, path, title, date, content, secret FROM issues "
+                "WHERE title = ? AND date = ? AND issue <> ? AND EXISTS (SELECT 1 FROM deliveries "
+                "WHERE deliveries.issue = issues.issue AND state IN (?, ?)) ORDER BY created LIMIT 1",
+                (title, date, issue, SENT, SENDING),
+            ).fetchone()
+        return IssueRecord(*row) if row else None
+
+    @_database_errors
+    def issue_sent_from(self, path: str) -> IssueRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT issue, path, title, date, content, secret FROM issues WHERE path = ? "
+                "ORDER BY updated DESC LIMIT 1",
+                (path,),
+            ).fetchone()
+        return IssueRecord(*row) if row else None
+
+    @_database_errors
+    def record_issue(self, record: IssueRecord) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO issues (issue, path, title, date, content, secret, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET "
+                "path = excluded.path, title = excluded.title, date = excluded.date, content = excluded.content, "
+                "secret = COALESCE(excluded.secret, issues.secret), updated = excluded.updated",
+                (record.issue, record.path, record.title, record.date, record.content, record.secret, now, now),
+            )
+
+    @_database_errors
+    def versions(self, issue: str) -> list[tuple[str, int, float]]:
+        """(content fingerprint, recipients sent or in flight, first sent) for each version that went out."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT content, COUNT(*), MIN(COALESCE(sent_at, updated)) FROM deliveries "
+                "WHERE issue = ? AND state IN (?, ?) AND content IS NOT NULL GROUP BY content ORDER BY 3",
+                (issue, SENT, SENDING),
+            ).fetchall()
+
+    # -- deliveries --------------------------------------------------------
+
+    @_database_errors
     def import_list(self, issue: str, entries: Iterable[Entry]) -> None:
         """Record the list's rows (read with `dedupe=False`); rows already in the ledger keep their state.
 
@@ -163,27 +334,37 @@ class Ledger:
         """Rows still to send, in list order, fetched a batch at a time."""
         last = 0
         while True:
-            with self._lock:
-                found = self._db.execute(
-                    "SELECT id, email, name, fields, attempts FROM deliveries "
-                    "WHERE issue = ? AND state = ? AND listed = 1 AND id > ? ORDER BY id LIMIT ?",
-                    (issue, PENDING, last, batch),
-                ).fetchall()
+            found = self._batch(issue, last, batch)
             if not found:
                 return
             for id_, email, name, fields, attempts in found:
                 yield Row(id_, email, name, json.loads(fields), attempts)
             last = found[-1][0]
 
-    def mark(self, row_id: int, state: str, reply: str = "", *, attempt: bool = False) -> None:
+    @_database_errors
+    def _batch(self, issue: str, after: int, size: int) -> list[tuple[int, str, str, str, int]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, email, name, fields, attempts FROM deliveries "
+                "WHERE issue = ? AND state = ? AND listed = 1 AND id > ? ORDER BY id LIMIT ?",
+                (issue, PENDING, after, size),
+            ).fetchall()
+
+    @_database_errors
+    def mark(
+        self, row_id: int, state: str, reply: str = "", *, attempt: bool = False, content: str | None = None
+    ) -> None:
+        """Record a recipient's new state; `content` is the version of the issue they were sent."""
         now = time.time()
         with self._lock:
             self._db.execute(
                 "UPDATE deliveries SET state = ?, reply = ?, updated = ?, attempts = attempts + ?, "
-                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
-                (state, reply, now, int(attempt), state, now, row_id),
+                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, content = COALESCE(?, content) "
+                "WHERE id = ?",
+                (state, reply, now, int(attempt), state, now, content, row_id),
             )
 
+    @_database_errors
     def reset(self, issue: str, from_state: str) -> int:
         """Make rows in `from_state` pending again (for --resend-uncertain, --retry-failed)."""
         with self._lock:
@@ -192,6 +373,7 @@ class Ledger:
                 (PENDING, time.time(), issue, from_state),
             ).rowcount
 
+    @_database_errors
     def counts(self, issue: str, *, listed_only: bool = False) -> dict[str, int]:
         """Rows per state; `listed_only` counts only the list given to the latest run."""
         where = "issue = ? AND listed = 1" if listed_only else "issue = ?"
@@ -201,6 +383,7 @@ class Ledger:
             )
         return {state: found.get(state, 0) for state in STATES}
 
+    @_database_errors
     def rows_in(
         self, issue: str, state: str, limit: int = 1000, *, listed_only: bool = False
     ) -> list[tuple[str, str, int, int]]:
@@ -223,6 +406,22 @@ _INSERT = (
 )
 
 
+def try_lock(path: Path) -> IO[str] | None:
+    """An exclusive claim on `path`, held while the returned file is open; None if another process holds it."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -231,4 +430,7 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, *rest: object) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+            self.db.execute("ROLLBACK")

@@ -78,8 +78,9 @@ class Envelope:
         """
         if self.test:
             return f"<test.{secrets.token_hex(16)}@{self.domain}>"
-        digest = hashlib.sha256(f"{self.rendered.slug}\0{email.lower()}".encode()).hexdigest()[:32]
-        readable = re.sub(r"[^A-Za-z0-9.-]+", "-", self.rendered.slug).strip("-.") or "issue"
+        identity = self.rendered.identity
+        digest = hashlib.sha256(f"{identity}\0{email.lower()}".encode()).hexdigest()[:32]
+        readable = re.sub(r"[^A-Za-z0-9.-]+", "-", identity).strip("-.") or "issue"
         return f"<{readable}.{digest}@{self.domain}>"
 
     def values(self, recipient: Recipient, secret: str) -> dict[str, str]:

@@ -82,6 +82,7 @@ WebUrl = Annotated[str, AfterValidator(_web_url)]
 Email = Annotated[str, AfterValidator(_email)]
 Lang = Annotated[str, AfterValidator(_lang), Field(description="BCP 47 language tag, e.g. en, fr-CA")]
 Colour = Annotated[str, StringConstraints(pattern=_COLOUR.pattern)]
+IssueId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 Hashtag = Annotated[str, StringConstraints(pattern=r"^[^\s#]+$"), Field(description="without the leading #")]
 
 
@@ -128,6 +129,11 @@ class Issue(_Strict):
 
     model_config = ConfigDict(title="Newsletter issue")
 
+    id: IssueId | None = Field(
+        None,
+        description="what the send ledger knows this issue by; defaults to the file's name. "
+        "Keep it when you rename the file; give every issue its own",
+    )
     title: Line
     date: dt.date
     lang: Lang = "en"

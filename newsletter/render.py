@@ -39,6 +39,11 @@ class Rendered:
     html: Slotted
     text: Slotted
 
+    @property
+    def identity(self) -> str:
+        """What the send ledger and Message-IDs know the issue by: its `id:`, or its file's name."""
+        return self.issue.id or self.slug
+
 
 def render(issue: Issue, site: Site, slug: str, templates: Path) -> Rendered:
     registry = SlotRegistry()

@@ -139,7 +139,7 @@ def test_dry_run_writes_every_message_and_connects_to_nothing(project, run, monk
     files = sorted(p.name for p in folder.iterdir())
     assert files == ["000001-a@example.com.eml", "000002-b@example.com.eml"]
     assert "skipped 1 duplicate" in result.output
-    assert not (project / "outbox" / "ledger.sqlite3").exists()
+    assert not (project / "state" / "ledger.sqlite3").exists()
     # The same recipient and issue always get the same Message-ID.
     first = (folder / files[0]).read_bytes()
     _send(run, "--to", path, "--dry-run")
@@ -153,7 +153,7 @@ def test_test_send_goes_to_one_address_and_is_recorded_nowhere(project, run, smt
     assert result.exit_code == 0, result.output
     assert inbox.recipients() == {"advisor@example.org": 1}
     assert inbox.messages[0]["Subject"] == "[TEST] Crisis and Tactical Round Up: Spring Solidarity"
-    assert not (project / "outbox" / "ledger.sqlite3").exists()
+    assert not (project / "state" / "ledger.sqlite3").exists()
 
 
 def test_a_real_send_needs_the_signing_secret(project, run, smtp_server, inbox, monkeypatch):
@@ -166,7 +166,7 @@ def test_a_real_send_needs_the_signing_secret(project, run, smtp_server, inbox, 
 
 def test_ledger_records_reply_attempts_and_times(project, run, smtp_server):
     _send(run, "--to", write_list(project, ["email", "a@example.com"]), "--yes")
-    db = sqlite3.connect(project / "outbox" / "ledger.sqlite3")
+    db = sqlite3.connect(project / "state" / "ledger.sqlite3")
     state, reply, attempts, sent_at = db.execute("SELECT state, reply, attempts, sent_at FROM deliveries").fetchone()
     assert (state, attempts) == ("sent", 1)
     assert reply.startswith("250 ") and sent_at > 0
@@ -198,7 +198,7 @@ def test_every_list_column_is_there_for_the_templates(project, run, smtp_server,
 def test_resend_uncertain_sends_to_those_a_crash_left_behind(project, run, smtp_server, inbox):
     path = write_list(project, ["email", "a@example.com", "b@example.com"])
     assert _send(run, "--to", path, "--yes", "--limit", "1").exit_code == 0
-    db = sqlite3.connect(project / "outbox" / "ledger.sqlite3")
+    db = sqlite3.connect(project / "state" / "ledger.sqlite3")
     with db:  # as a crash during b's DATA would leave it
         db.execute("UPDATE deliveries SET state = 'sending' WHERE email = 'b@example.com'")
     db.close()
@@ -248,7 +248,7 @@ def test_answering_no_changes_nothing(project, run, smtp_server, inbox):
 
     path = write_list(project, ["email", "a@example.com"])
     _send(run, "--to", path, "--yes")
-    db = sqlite3.connect(project / "outbox" / "ledger.sqlite3")
+    db = sqlite3.connect(project / "state" / "ledger.sqlite3")
     with db:
         db.execute("UPDATE deliveries SET state = 'sending'")
     result = CliRunner().invoke(cli, ["send", ISSUE, "--to", str(path), "--resend-uncertain"], input="n\n")
@@ -261,7 +261,7 @@ def test_a_second_send_at_the_same_time_is_refused(project, run, smtp_server):
     from newsletter.ledger import Ledger
 
     path = write_list(project, ["email", "a@example.com"])
-    with Ledger(project / "outbox" / "ledger.sqlite3") as running:
+    with Ledger(project / "state" / "ledger.sqlite3") as running:
         running.claim()
         result = _send(run, "--to", path, "--yes")
     assert result.exit_code == 1

@@ -14,6 +14,7 @@ SCAFFOLD = """\
 # yaml-language-server: $schema=../schema/issue.schema.json
 # A newsletter issue. `newsletter check issues/{slug}.yaml` says what is wrong;
 # `newsletter preview issues/{slug}.yaml` shows it as subscribers will see it.
+id: {slug}                # what the send ledger knows this issue by: keep it if you rename the file
 title: "{title}"
 date: {date}
 lang: en

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import smtplib
 from collections import Counter
@@ -11,24 +12,21 @@ from itertools import islice
 from pathlib import Path
 
 from ..errors import NewsletterError, Problem
-from ..ledger import FAILED, SENDING, Ledger
+from ..issue_identity import admit, relative
+from ..ledger import FAILED, SENDING, SENT, Ledger
 from ..message import Envelope, Recipient
 from ..model import is_email_address
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
 from ..sending import Options, Outcome, Sender
 from ..smtp import Settings, close, connect, reply_text
+from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
 from ..unsubscribe import PREVIEW_SECRET, SECRET_ENV, secret_from_env
 from .build import write_atomically
 
-LEDGER_FILE = "ledger.sqlite3"
 SUPPRESSION_FILE = "suppressions.csv"
 TEST_PREFIX = "[TEST] "
-
-
-def ledger_path(checked: Checked) -> Path:
-    return checked.project.outbox / LEDGER_FILE
 
 
 def suppression_path(checked: Checked, given: Path | None) -> Path | None:
@@ -101,6 +99,8 @@ class Plan:
 
     checked: Checked
     ledger: Ledger
+    identity: str  # what the ledger knows the issue by
+    content: str  # fingerprint of the version sent now
     to_send: int
     already_sent: int
     skipped: dict[str, int]  # duplicate, invalid, suppressed
@@ -108,6 +108,7 @@ class Plan:
     failed_before: int
     resend_uncertain: bool = False
     retry_failed: bool = False
+    notices: tuple[str, ...] = ()  # worth saying before the send starts
 
 
 def plan_send(
@@ -117,6 +118,8 @@ def plan_send(
     suppressed: Path | None = None,
     resend_uncertain: bool = False,
     retry_failed: bool = False,
+    moved: bool = False,
+    changed_content: bool = False,
 ) -> Plan:
     """Check the issue, record the list in the ledger, and count what a send would do.
 
@@ -124,15 +127,24 @@ def plan_send(
     the same time is refused, as it would mail the same people.
     """
     checked = check(issue_path)
-    slug = checked.rendered.slug
     suppressions = read_suppressions(suppression_path(checked, suppressed))
     entries: Iterator[Entry] = read_subscribers(to, suppressions, dedupe=False)  # the ledger finds duplicates
-    ledger = Ledger(ledger_path(checked))
+    notices, ledger = open_ledger(checked.project.root)
     try:
         ledger.claim()
-        ledger.import_list(slug, entries)
-        counts = ledger.counts(slug, listed_only=True)
-        uncertain = [email for email, *_ in ledger.rows_in(slug, SENDING, listed_only=True)]
+        admitted = admit(
+            ledger,
+            checked.rendered,
+            issue_path,
+            checked.project.root,
+            moved=moved,
+            changed_content=changed_content,
+            secret=secret_from_env(),
+        )
+        identity = admitted.identity
+        ledger.import_list(identity, entries)
+        counts = ledger.counts(identity, listed_only=True)
+        uncertain = [email for email, *_ in ledger.rows_in(identity, SENDING, listed_only=True)]
     except BaseException:
         ledger.close()
         raise
@@ -140,14 +152,24 @@ def plan_send(
     return Plan(
         checked,
         ledger,
+        identity,
+        admitted.content,
         to_send=to_send,
-        already_sent=counts["sent"],
+        already_sent=counts[SENT],
         skipped={k: counts[k] for k in (DUPLICATE, INVALID, SUPPRESSED)},
         uncertain=uncertain,
         failed_before=counts[FAILED],
         resend_uncertain=resend_uncertain,
         retry_failed=retry_failed,
+        notices=(*notices, *admitted.warnings),
     )
+
+
+def open_ledger(root: Path) -> tuple[list[str], Ledger]:
+    """The project's send ledger in state/, moving one an earlier version left in outbox/."""
+    moved = move_old_ledger(root)
+    state_folder(root)
+    return ([moved] if moved else []), Ledger(ledger_path(root))
 
 
 def execute(
@@ -159,19 +181,37 @@ def execute(
     secret: str | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Send what the plan says. The caller closes `plan.ledger`."""
+    """Send what the plan says. The caller closes `plan.ledger`.
+
+    Should the ledger's file be deleted or replaced during the send, the
+    send stops, the record is written back from the open database, and
+    NewsletterError says what happened.
+    """
     secret = secret or require_secret()
-    slug = plan.checked.rendered.slug
+    identity = plan.identity
     # Only now, with the send confirmed, do earlier failures become sendable.
     if plan.resend_uncertain:
-        plan.ledger.reset(slug, SENDING)
+        plan.ledger.reset(identity, SENDING)
     if plan.retry_failed:
-        plan.ledger.reset(slug, FAILED)
+        plan.ledger.reset(identity, FAILED)
     envelope = Envelope.prepare(plan.checked.rendered)
-    rows = plan.ledger.pending(slug)
+    rows = plan.ledger.pending(identity)
     if limit is not None:
         rows = islice(rows, limit)
-    return Sender(envelope, settings, plan.ledger, secret, options, on_progress).run(rows)
+    outcome = Sender(envelope, settings, plan.ledger, secret, options, on_progress, content=plan.content).run(rows)
+    if not plan.ledger.intact():
+        ledger = plan.ledger.path
+        found = plan.ledger.restore()
+        aside = f"; the file found in its place was kept as {found.name}" if found else ""
+        raise NewsletterError(
+            Problem(
+                ledger,
+                f"the send ledger was deleted or replaced while sending (sent {outcome.sent} this run). It has been "
+                f"written back from the open copy{aside}, so nobody is mailed twice; the send stopped. "
+                "Run the same command again to continue",
+            )
+        )
+    return outcome
 
 
 def require_secret() -> str:
@@ -187,25 +227,62 @@ def require_secret() -> str:
 
 @dataclass(frozen=True)
 class Status:
+    identity: str
     counts: dict[str, int]
     failures: list[tuple[str, str, int, int]]
     uncertain: list[tuple[str, str, int, int]]
     invalid: list[tuple[str, str, int, int]]
+    versions: list[tuple[str, int, float]]  # (content, recipients, first sent), oldest first
+    current: str | None  # the content the latest run sent
+    notices: list[str]
 
 
 def status(issue_path: Path) -> Status:
     """The ledger's view of one issue; no need for the issue to be valid now."""
-    path = open_project(issue_path).outbox / LEDGER_FILE
-    slug = slug_for(issue_path)
-    if not path.exists():
-        raise NewsletterError(Problem(issue_path, "has not been sent yet: there is no send ledger"))
-    with Ledger(path) as ledger:
-        return Status(
-            ledger.counts(slug),
-            ledger.rows_in(slug, FAILED),
-            ledger.rows_in(slug, SENDING),
-            ledger.rows_in(slug, INVALID),
+    root = open_project(issue_path).root
+    notices = []
+    if not ledger_path(root).exists():
+        moved = move_old_ledger(root)
+        if moved is None:
+            raise NewsletterError(Problem(issue_path, "has not been sent yet: there is no send ledger"))
+        notices.append(moved)
+    with Ledger(ledger_path(root)) as ledger:
+        declared = _declared(issue_path)
+        identity = _text(declared.get("id")) or slug_for(issue_path)
+        # Found by its identity; else by the path it was sent from (its id has changed since), or by its
+        # title and date (the file was renamed since).
+        record = (
+            ledger.issue_record(identity)
+            or ledger.issue_sent_from(relative(issue_path, root))
+            or ledger.same_title_and_date(identity, _text(declared.get("title")), _text(declared.get("date")))
         )
+        if record is not None:
+            identity = record.issue
+        return Status(
+            identity,
+            ledger.counts(identity),
+            ledger.rows_in(identity, FAILED),
+            ledger.rows_in(identity, SENDING),
+            ledger.rows_in(identity, INVALID),
+            ledger.versions(identity),
+            record.content if record else None,
+            notices,
+        )
+
+
+def _declared(issue_path: Path) -> dict:
+    """The file's data, read leniently: status must work on an issue that no longer validates."""
+    from ..yamlsource import load
+
+    try:
+        data = load(issue_path, "issue file").data
+    except NewsletterError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _text(value: object) -> str:
+    return str(value) if isinstance(value, (str, dt.date)) else ""
 
 
 def _safe(address: str) -> str:
