@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from .unsubscribe import make_token
+
 LINK_SCHEMES = ("http", "https", "mailto")
 # What right-to-left scripts' languages are written in; sets dir="rtl".
 RTL_LANGUAGES = {"ar", "arc", "ckb", "dv", "fa", "ha", "he", "khw", "ks", "ps", "sd", "ur", "yi"}
@@ -22,6 +24,13 @@ _ADDRESS = re.compile(
 )
 _LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 _COLOUR = re.compile(r"^#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$")
+# RFC 5322 2.1.1: no header line may be longer; servers refuse the message ("500 Line too long").
+HEADER_LINE_MAX = 998
+# RFC 3986's characters, less the comma: in List-Unsubscribe, a space, '<', '>'
+# or ',' in the address would end it and start another target.
+_URL_CHARACTER = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+;=%]")
+# The token of the longest address `is_email_address` accepts.
+_LONGEST_TOKEN = len(make_token("key", "list", "a" * 254))
 
 
 def _one_line(value: str) -> str:
@@ -71,6 +80,26 @@ def _unsubscribe_pattern(value: str) -> str:
         raise ValueError("must be written in ASCII (an international domain in its xn-- form)")
     if "{token}" not in value:
         raise ValueError("must contain {token}, where each subscriber's signed token goes")
+    bad = next((c for c in value.replace("{token}", "") if not _URL_CHARACTER.fullmatch(c)), None)
+    if bad is not None:
+        shown = "a space" if bad == " " else f"'{bad}'"
+        raise ValueError(
+            f"must not contain {shown}: in the List-Unsubscribe header it would end the address "
+            f"or make another one; write it percent-encoded (%{ord(bad):02X})"
+        )
+    # The URL, with a subscriber's token, is one unbreakable piece of a header line.
+    longest = len("List-Unsubscribe: <>,") + len(value.replace("{token}", "t" * _LONGEST_TOKEN))
+    if longest > HEADER_LINE_MAX:
+        raise ValueError(
+            f"is too long: with the longest subscriber token the List-Unsubscribe header line "
+            f"would be {longest} characters, and mail allows {HEADER_LINE_MAX}"
+        )
+    return value
+
+
+def _list_id(value: str) -> str:
+    if len(value) > 255:  # RFC 2919 3
+        raise ValueError(f"must be at most 255 characters (it has {len(value)})")
     return value
 
 
@@ -191,9 +220,9 @@ class Site(_Strict):
     from_: Sender = Field(alias="from")
     reply_to: Email | None = None
     postal_address: Text = Field(description="CASL and CAN-SPAM want it in every message")
-    list_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")] | None = Field(
-        None, description="List-Id, e.g. roundup.example.org; defaults from the sender's domain"
-    )
+    list_id: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$"), AfterValidator(_list_id)] | None
+    ) = Field(None, description="List-Id, e.g. roundup.example.org; defaults from the sender's domain")
     archive_url: WebUrl | None = Field(None, description="where past issues can be read on the web")
     unsubscribe_url: Annotated[str, AfterValidator(_unsubscribe_pattern)] = Field(
         description="e.g. https://example.org/unsubscribe?t={token}"
