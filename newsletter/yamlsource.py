@@ -139,8 +139,8 @@ def load(path: Path, what: str = "file") -> Source:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise NewsletterError(Problem(path, f"invalid YAML: {message}", line, col)) from None
-    except _TooManyValues:
-        raise NewsletterError(Problem(path, TOO_MANY)) from None
+    except _TooManyValues as exc:
+        raise NewsletterError(Problem(path, TOO_MANY, exc.mark.line + 1, exc.mark.column + 1)) from None
     except yaml.YAMLError as exc:
         raise NewsletterError(Problem(path, f"invalid YAML: {exc}")) from None
     source = Source(path, None, text)
@@ -164,7 +164,11 @@ TOO_MANY = f"more than {MAX_NODES:,} values (too many aliases?)"
 
 
 class _TooManyValues(Exception):
-    """Aliases expanded past MAX_NODES while composing."""
+    """Aliases expanded past MAX_NODES while composing; `mark` is the alias where they did."""
+
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__(mark)
+        self.mark = mark
 
 
 class _AliasPlacingLoader(yaml.SafeLoader):
@@ -201,7 +205,7 @@ class _AliasPlacingLoader(yaml.SafeLoader):
             return done[id(node)]
         self._copies += 1
         if self._copies > MAX_NODES:
-            raise _TooManyValues
+            raise _TooManyValues(mark)
         copy = type(node).__new__(type(node))
         copy.__dict__.update(node.__dict__)
         copy.start_mark = copy.end_mark = mark
@@ -224,7 +228,9 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise NewsletterError(Problem(self.source.path, TOO_MANY))
+            # A value reached through an alias is placed at the alias (see _AliasPlacingLoader).
+            mark = node.start_mark
+            raise NewsletterError(Problem(self.source.path, TOO_MANY, mark.line + 1, mark.column + 1))
         if id(node) in self.active:
             mark = node.start_mark
             raise NewsletterError(

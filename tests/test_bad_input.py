@@ -459,7 +459,7 @@ BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".jo
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (BILLION_LAUGHS, rf"error: {ISSUE}: more than 200,000 values \(too many aliases\?\)"),
+        (BILLION_LAUGHS, rf"error: {ISSUE}:\d+:\d+: more than 200,000 values \(too many aliases\?\)"),
         (MINIMAL + "intro: &loop [*loop]\n", rf"error: {ISSUE}:9:\d+: an alias refers to itself"),
     ],
     ids=["billion-laughs", "self-reference"],
@@ -485,6 +485,23 @@ def test_alias_bomb_fails_fast(project, run, text, expected):
     assert peak < 100 * 1024 * 1024
     assert len(lines) == 1
     assert re.fullmatch(expected, lines[0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BILLION_LAUGHS,
+        # Few enough copies for the composer (199 x 1,001) but too many values in all once the anchor is counted.
+        "a: &a [" + ", ".join(["0"] * 1000) + "]\nb: [" + ", ".join(["*a"] * 199) + "]\n",
+    ],
+    ids=["billion-laughs", "counted-while-building"],
+)
+def test_alias_bomb_names_the_alias_where_the_count_ran_over(project, run, text):
+    lines = check_issue(project, run, text)
+    match = re.fullmatch(rf"error: {ISSUE}:(\d+):(\d+): more than 200,000 values \(too many aliases\?\)", lines[0])
+    assert match and len(lines) == 1, lines
+    line, column = int(match[1]), int(match[2])
+    assert text.splitlines()[line - 1][column - 1 :].startswith("*"), (line, column)
 
 
 def test_alias_expansion_under_the_limit_gives_short_messages(project, run):
