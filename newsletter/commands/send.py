@@ -54,7 +54,10 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     secret = secret_from_env() or PREVIEW_SECRET
     folder = checked.project.outbox / checked.rendered.slug / "dry-run"
     shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
     written = 0
     skipped: Counter[str] = Counter()
     for entry in read_subscribers(to, read_suppressions(suppression_path(checked, suppressed))):
