@@ -20,15 +20,16 @@ ISSUE = f"issues/{SEED}.yaml"
 @dataclass(frozen=True)
 class SmallDisk:
     folder: Path
+    size: int
     file_limit: int | None  # set when no filesystem could be mounted: the CLI then runs under RLIMIT_FSIZE
     says: str  # the operating system's words for the failure
 
 
 @contextlib.contextmanager
-def small_disk(where: Path, size: int) -> Iterator[SmallDisk]:
+def small_disk(where: Path, size: int, file_limit: int = 64 * 1024) -> Iterator[SmallDisk]:
     """A real filesystem of `size` bytes at `where` (a tmpfs: needs root, as here and in CI).
 
-    Elsewhere the CLI runs with a cap on the size of each file it writes, which fails writes the same way.
+    Elsewhere the CLI runs with a cap of `file_limit` bytes on each file it writes, which fails writes the same way.
     """
     where.mkdir()
     try:
@@ -37,9 +38,9 @@ def small_disk(where: Path, size: int) -> Iterator[SmallDisk]:
         mounted = False
     try:
         if mounted:
-            yield SmallDisk(where, None, "No space left on device")
+            yield SmallDisk(where, size, None, "No space left on device")
         else:
-            yield SmallDisk(where, 64 * 1024, "File too large")
+            yield SmallDisk(where, size, file_limit, "File too large")
     finally:
         if mounted:
             subprocess.run(["umount", str(where)], check=True)
@@ -117,3 +118,21 @@ def test_dry_run_on_a_full_disk(project, run, tmp_path):
         assert failed.endswith("@example.com.eml")
         left = assert_whole_files_only(disk.folder / SEED / "dry-run", reference, failed)
         assert len(left) < 300  # the disk did fill up
+
+
+def fill(disk: SmallDisk) -> None:
+    """Leave no room on `disk`; never write more than its size (the folder may be on the real disk)."""
+    with contextlib.suppress(OSError), (disk.folder / "filler").open("wb") as f:
+        for _ in range(disk.size // 4096 + 1):
+            f.write(b"x" * 4096)
+            f.flush()
+
+
+def test_new_on_a_full_disk_leaves_no_empty_scaffold_behind(project, tmp_path):
+    shutil.rmtree(project / "issues")
+    with small_disk(tmp_path / "disk", 64 * 1024, file_limit=100) as disk:
+        (project / "issues").symlink_to(disk.folder)
+        fill(disk)
+        done = cli(disk, project, "new", "summer")
+        assert the_one_error(done, disk, "issues") == "summer.yaml"
+        assert not (disk.folder / "summer.yaml").exists()  # so that `new summer` works once there is room

@@ -56,10 +56,16 @@ def new_issue(slug: str, issues_dir: Path, today: dt.date | None = None) -> Path
     text = SCAFFOLD.format(slug=slug, title=title, date=(today or dt.date.today()).isoformat())
     try:
         issues_dir.mkdir(parents=True, exist_ok=True)
-        with path.open("x", encoding="utf-8") as f:
-            f.write(text)
+        f = path.open("x", encoding="utf-8")
     except FileExistsError:
         raise NewsletterError(Problem(path, "already exists; choose another name or edit it")) from None
     except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
+    try:
+        with f:
+            f.write(text)
+    except OSError as exc:
+        # The file is ours, and half a scaffold would only make the next `new` say "already exists".
+        path.unlink(missing_ok=True)
         raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
     return path
