@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from .slug import why_not_a_name
 from .unsubscribe import make_token
 
 LINK_SCHEMES = ("http", "https", "mailto")
@@ -67,6 +68,13 @@ def _email(value: str) -> str:
     return value
 
 
+def _issue_id(value: str) -> str:
+    reason = why_not_a_name(value)  # the same rule as the file names it stands in for
+    if reason:
+        raise ValueError(f"cannot be an issue id: {reason}")
+    return value
+
+
 def _lang(value: str) -> str:
     if not _LANG.match(value):
         raise ValueError(f"'{value}' is not a BCP 47 language tag (like en, fr-CA, ar)")
@@ -111,7 +119,7 @@ WebUrl = Annotated[str, AfterValidator(_web_url)]
 Email = Annotated[str, AfterValidator(_email)]
 Lang = Annotated[str, AfterValidator(_lang), Field(description="BCP 47 language tag, e.g. en, fr-CA")]
 Colour = Annotated[str, StringConstraints(pattern=_COLOUR.pattern)]
-IssueId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+IssueId = Annotated[str, StringConstraints(max_length=100), AfterValidator(_issue_id)]
 Hashtag = Annotated[str, StringConstraints(pattern=r"^[^\s#]+$"), Field(description="without the leading #")]
 
 

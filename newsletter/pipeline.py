@@ -10,6 +10,7 @@ from .lint import lint
 from .model import Issue
 from .project import Project, open_project
 from .render import Rendered, render
+from .slug import slug_for
 from .validation import load_issue
 from .yamlsource import Source
 
@@ -24,14 +25,14 @@ class Checked:
     html_bytes: int  # the HTML part for a typical subscriber, as a mail client receives it
 
 
-def slug_for(path: Path) -> str:
-    return path.name.removesuffix(".yaml").removesuffix(".yml")
-
-
 def check(path: Path) -> Checked:
     """Validate and render the issue at `path`; NewsletterError lists every problem."""
     problems: list[Problem] = []
-    project = issue = source = None
+    project = issue = source = slug = None
+    try:
+        slug = slug_for(path)
+    except NewsletterError as exc:
+        problems += exc.problems
     try:
         project = open_project(path)
     except NewsletterError as exc:
@@ -40,9 +41,9 @@ def check(path: Path) -> Checked:
         issue, source = load_issue(path)
     except NewsletterError as exc:
         problems += exc.problems
-    if problems or project is None or issue is None or source is None:
+    if problems or project is None or issue is None or source is None or slug is None:
         raise NewsletterError(problems)
-    rendered = render(issue, project.site, slug_for(path), project.templates)
+    rendered = render(issue, project.site, slug, project.templates)
     html_bytes = len(rendered.html.fill(_typical_values(rendered)).encode("utf-8"))
     return Checked(project, issue, source, rendered, lint(issue, source, html_bytes), html_bytes)
 

@@ -107,8 +107,6 @@ def _problem(source: Source, model: type[BaseModel], error: Any) -> Problem:
             message += f"; did you mean '{guess[0]}'?"
     if kind == "string_pattern_mismatch" and len(loc) > 1 and loc[-2] == "hashtags":
         message = "a hashtag is one word, written without '#'"
-    if kind == "string_pattern_mismatch" and loc == ("id",):
-        message = "an id is up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit"
     return source.problem(loc, message)
 
 

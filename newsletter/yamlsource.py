@@ -8,7 +8,9 @@ PyYAML would silently let the last one win.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,18 +75,29 @@ def field_name(loc: Loc) -> str:
 
 
 def read_text(path: Path, what: str = "file") -> str:
-    """The file's text, refusing what is missing, huge or not UTF-8."""
+    """The file's text, refusing what is missing, huge, not a regular file or not UTF-8."""
     try:
-        size = path.stat().st_size
+        # Non-blocking, so that opening a FIFO returns at once instead of waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise NewsletterError(Problem(path, f"no such {what}")) from None
     except OSError as exc:
         raise NewsletterError(Problem(path, f"cannot read {what}: {exc.strerror}")) from None
-    if path.is_dir():
-        raise NewsletterError(Problem(path, f"is a folder, not a {what}"))
-    if size > MAX_BYTES:
-        raise NewsletterError(Problem(path, f"{size:,} bytes is too large (the limit is {MAX_BYTES:,})"))
-    raw = path.read_bytes()
+    with open(fd, "rb") as f:
+        found = os.fstat(fd)
+        if stat.S_ISDIR(found.st_mode):
+            raise NewsletterError(Problem(path, f"is a folder, not a {what}"))
+        if not stat.S_ISREG(found.st_mode):  # /dev/zero, a FIFO, a terminal: reads that never end or never come
+            raise NewsletterError(Problem(path, f"is {_kind(found.st_mode)}, not a regular file"))
+        if found.st_size > MAX_BYTES:
+            raise NewsletterError(Problem(path, f"{found.st_size:,} bytes is too large (the limit is {MAX_BYTES:,})"))
+        try:
+            # The size can lie (files under /proc say 0, a file can grow): read one byte past the limit, no more.
+            raw = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise NewsletterError(Problem(path, f"cannot read {what}: {exc.strerror}")) from None
+    if len(raw) > MAX_BYTES:
+        raise NewsletterError(Problem(path, f"is too large (the limit is {MAX_BYTES:,} bytes)"))
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -94,6 +107,14 @@ def read_text(path: Path, what: str = "file") -> str:
         raise NewsletterError(
             Problem(path, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8", line, col)
         ) from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 def load(path: Path, what: str = "file") -> Source:
@@ -118,8 +139,8 @@ def load(path: Path, what: str = "file") -> Source:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise NewsletterError(Problem(path, f"invalid YAML: {message}", line, col)) from None
-    except _TooManyValues:
-        raise NewsletterError(Problem(path, TOO_MANY)) from None
+    except _TooManyValues as exc:
+        raise NewsletterError(Problem(path, TOO_MANY, exc.mark.line + 1, exc.mark.column + 1)) from None
     except yaml.YAMLError as exc:
         raise NewsletterError(Problem(path, f"invalid YAML: {exc}")) from None
     source = Source(path, None, text)
@@ -143,7 +164,11 @@ TOO_MANY = f"more than {MAX_NODES:,} values (too many aliases?)"
 
 
 class _TooManyValues(Exception):
-    """Aliases expanded past MAX_NODES while composing."""
+    """Aliases expanded past MAX_NODES while composing; `mark` is the alias where they did."""
+
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__(mark)
+        self.mark = mark
 
 
 class _AliasPlacingLoader(yaml.SafeLoader):
@@ -180,7 +205,7 @@ class _AliasPlacingLoader(yaml.SafeLoader):
             return done[id(node)]
         self._copies += 1
         if self._copies > MAX_NODES:
-            raise _TooManyValues
+            raise _TooManyValues(mark)
         copy = type(node).__new__(type(node))
         copy.__dict__.update(node.__dict__)
         copy.start_mark = copy.end_mark = mark
@@ -203,7 +228,9 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise NewsletterError(Problem(self.source.path, TOO_MANY))
+            # A value reached through an alias is placed at the alias (see _AliasPlacingLoader).
+            mark = node.start_mark
+            raise NewsletterError(Problem(self.source.path, TOO_MANY, mark.line + 1, mark.column + 1))
         if id(node) in self.active:
             mark = node.start_mark
             raise NewsletterError(

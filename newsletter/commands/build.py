@@ -27,24 +27,29 @@ def build(issue_path: Path, out: Path | None = None) -> tuple[Checked, list[Path
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        written = [write_atomically(folder / name, data) for name, data in files.items()]
     except OSError as exc:
         raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
-    return checked, written
+    return checked, [write_atomically(folder / name, data) for name, data in files.items()]
 
 
 def write_atomically(path: Path, data: bytes) -> Path:
-    """Replace `path` in one step, so a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Replace `path` in one step, so a crash never leaves half a file.
+
+    A failure to write (a full disk, no permission) is a NewsletterError naming `path`.
+    """
     try:
-        # mkstemp makes the file private (0600); an email to publish should not be.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            # mkstemp makes the file private (0600); an email to publish should not be.
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
     return path
 
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
+import json
 from pathlib import Path
 
 from ..errors import NewsletterError, Problem
-
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+from ..slug import shown, why_not_a_name
 
 SCAFFOLD = """\
 # yaml-language-server: $schema=../schema/issue.schema.json
 # A newsletter issue. `newsletter check issues/{slug}.yaml` says what is wrong;
 # `newsletter preview issues/{slug}.yaml` shows it as subscribers will see it.
-id: {slug}                # what the send ledger knows this issue by: keep it if you rename the file
-title: "{title}"
+id: {id}                # what the send ledger knows this issue by: keep it if you rename the file
+title: {title}
 date: {date}
 lang: en
 # subject: "..."          # the inbox subject; defaults to the title
@@ -49,19 +48,27 @@ contact:
 
 def new_issue(slug: str, issues_dir: Path, today: dt.date | None = None) -> Path:
     """Write issues/<slug>.yaml; an existing file is never overwritten."""
-    if not SLUG.match(slug):
-        raise NewsletterError(
-            f"'{slug}' cannot be an issue name: use lower-case letters, digits and dashes, like 2021-06-summer"
-        )
+    reason = why_not_a_name(slug)
+    if reason:
+        raise NewsletterError(f"{shown(slug)} cannot be an issue name: {reason}; use a plain name, like 2021-06-summer")
     path = issues_dir / f"{slug}.yaml"
-    title = slug.replace("-", " ").capitalize()
-    text = SCAFFOLD.format(slug=slug, title=title, date=(today or dt.date.today()).isoformat())
+    # A JSON string is a YAML double-quoted one: a name with '"' or ': ' still gives a scaffold that passes check.
+    title = json.dumps(slug.replace("-", " ").capitalize(), ensure_ascii=False)
+    text = SCAFFOLD.format(
+        slug=slug, id=json.dumps(slug, ensure_ascii=False), title=title, date=(today or dt.date.today()).isoformat()
+    )
     try:
         issues_dir.mkdir(parents=True, exist_ok=True)
-        with path.open("x", encoding="utf-8") as f:
-            f.write(text)
+        f = path.open("x", encoding="utf-8")
     except FileExistsError:
         raise NewsletterError(Problem(path, "already exists; choose another name or edit it")) from None
     except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
+    try:
+        with f:
+            f.write(text)
+    except OSError as exc:
+        # The file is ours, and half a scaffold would only make the next `new` say "already exists".
+        path.unlink(missing_ok=True)
         raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
     return path

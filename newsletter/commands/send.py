@@ -52,7 +52,10 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     secret = secret_from_env() or PREVIEW_SECRET
     folder = checked.project.outbox / checked.rendered.slug / "dry-run"
     shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
     written = 0
     skipped: Counter[str] = Counter()
     for entry in read_subscribers(to, read_suppressions(suppression_path(checked, suppressed))):
@@ -240,6 +243,7 @@ class Status:
 def status(issue_path: Path) -> Status:
     """The ledger's view of one issue; no need for the issue to be valid now."""
     root = open_project(issue_path).root
+    slug = slug_for(issue_path)
     notices = []
     if not ledger_path(root).exists():
         moved = move_old_ledger(root)
@@ -248,7 +252,7 @@ def status(issue_path: Path) -> Status:
         notices.append(moved)
     with Ledger(ledger_path(root)) as ledger:
         declared = _declared(issue_path)
-        identity = _text(declared.get("id")) or slug_for(issue_path)
+        identity = _text(declared.get("id")) or slug
         # Found by its identity; else by the path it was sent from (its id has changed since), or by its
         # title and date (the file was renamed since).
         record = (
