@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import smtplib
 import socket
@@ -90,7 +91,7 @@ def newsletter_send(project: Path, port: int, connections: int) -> tuple[float, 
         NEWSLETTER_SMTP_HOST="127.0.0.1",
         NEWSLETTER_SMTP_PORT=str(port),
         NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_SECRET="benchmark-secret",
+        NEWSLETTER_SECRET=secrets.token_urlsafe(32),  # a weak key is refused
     )
     (project / "outbox" / "ledger.sqlite3").unlink(missing_ok=True)
     command = [

@@ -51,7 +51,9 @@ def check(issue: Path, strict: bool) -> None:
 def build(issue: Path, out: Path | None) -> None:
     """Write ISSUE as email.html, email.txt and email.eml."""
     from .commands.build import build as build_issue
+    from .unsubscribe import secret_warnings
 
+    _warn(secret_warnings())
     checked, paths = build_issue(issue, out)
     if checked.warnings:
         n = len(checked.warnings)
@@ -126,15 +128,17 @@ def send(
     """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
     from .commands import send as sending
     from .sending import Options
+    from .unsubscribe import secret_warnings
 
     if test_address:
         settings = _smtp_settings(issue, ca_file)
-        sending.send_test(issue, test_address, settings)
+        _warn(sending.send_test(issue, test_address, settings))
         click.echo(f"sent a [TEST] message to {test_address} through {settings.address}")
         return
     if to is None:
         raise click.UsageError("give the subscriber list with --to LIST.csv (or --test ADDRESS)")
     if dry_run:
+        _warn(secret_warnings())
         result = sending.dry_run(issue, to, limit=limit, suppressed=suppressed)
         click.echo(f"dry run: wrote {result.written} messages to {_shown(result.folder)}/; sent nothing")
         for state, n in sorted(result.skipped.items()):
@@ -245,6 +249,7 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
 
     from .preview import Preview, Server
     from .smtp import is_loopback
+    from .unsubscribe import secret_warnings
 
     if as_email and to is None:
         raise click.UsageError("--as needs --to LIST.csv")
@@ -254,6 +259,7 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
         click.echo(f"port {port} is in use; using {server.port} instead")
     if not is_loopback(host):
         click.echo(f"warning: serving on {host}: anyone who can reach this machine can read the preview", err=True)
+    _warn(secret_warnings())
     click.echo(f"Previewing {issue} at {server.url}  (Ctrl-C to stop)")
     for problem in server.preview.snapshot.errors:
         click.echo(f"error: {problem}", err=True)

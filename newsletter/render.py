@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 from mjml import mjml2html
 
 from . import markdown
@@ -71,7 +72,10 @@ def render(issue: Issue, site: Site, slug: str, templates: Path) -> Rendered:
 
 @lru_cache(maxsize=8)
 def environment(templates: Path) -> jinja2.Environment:
-    env = jinja2.Environment(
+    # Templates come with a project, and a project can come from anyone: in the
+    # sandbox they can read what they are given but not reach Python (`os`,
+    # `__globals__`, `__subclasses__`) nor change the issue, which both parts share.
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(templates),
         # Issue text is data, never template; HTML-ish templates escape it.
         autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2"), default=False),
@@ -97,7 +101,10 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home only makes builds slower
         return None
-    return jinja2.FileSystemBytecodeCache(str(folder))
+    # Code compiled for the sandbox differs from code compiled without it (calls
+    # go through its checks): files of its own keep a version of this tool from
+    # before the sandbox, sharing the folder, from loading it, and the other way round.
+    return jinja2.FileSystemBytecodeCache(str(folder), "sandboxed-%s.cache")
 
 
 def mjml_to_html(source: str, template: Path) -> str:
@@ -185,13 +192,14 @@ def _render_template(env: jinja2.Environment, folder: Path, name: str, context: 
         # Templates are the user's code: any mistake there
         # (an undefined name, a filter called wrongly, a division by zero, runaway
         # recursion) needs the template's line, not a traceback.
-        line = None
+        # The innermost template frame names the file: an included one if that is where it went wrong.
+        where, line = folder / name, None
         for frame in reversed(traceback.extract_tb(exc.__traceback__)):
             if frame.filename.endswith(".j2"):
-                line = frame.lineno
+                where, line = Path(frame.filename), frame.lineno
                 break
         message = getattr(exc, "message", None) or str(exc)
-        raise NewsletterError(Problem(folder / name, f"template error: {message}", line)) from None
+        raise NewsletterError(Problem(where, f"template error: {message}", line)) from None
 
 
 def _tidy_text(text: str) -> str:

@@ -13,6 +13,8 @@ from newsletter.__main__ import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = "2021-05-spring-solidarity"
+# The key that signs unsubscribe links in tests: strong, as a real send requires.
+SECRET = "mer9RbeL1mTBLpg7GVsPov14aQ76aOe6WLCH4tfh91E"
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def smtp_server(inbox, project, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     yield handler
     controller.stop()
 

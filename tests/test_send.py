@@ -9,7 +9,7 @@ import lxml.html
 
 from newsletter.unsubscribe import read_token
 
-from .conftest import SEED, write_list
+from .conftest import SECRET, SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 
@@ -49,7 +49,7 @@ def test_every_recipient_gets_exactly_one_personal_message(project, run, smtp_se
     # The visible link is the same signed, per-recipient URL.
     assert _unsubscribe_link(ann) == https
     token = https.split("t=", 1)[1]
-    assert read_token("test-secret", "roundup.example.org", token) == "ann@example.com"
+    assert read_token(SECRET, "roundup.example.org", token) == "ann@example.com"
     assert read_token("another-secret", "roundup.example.org", token) is None
     assert "Hi Ann," in ann.get_body(("plain",)).get_content()
     assert "Hi Ann," in ann.get_body(("html",)).get_content()
@@ -217,7 +217,7 @@ def test_suppression_column_in_any_case_and_it_wins_over_retries(project, run, i
     monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     try:
         path = write_list(project, ["email", "ann@example.com", "bob@example.com", "cat@example.com"])
         (project / "suppressions.csv").write_text(" Email ,date\ncat@example.com,2021-05-01\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from newsletter.commands.send import execute, plan_send
 from newsletter.sending import Options
 from newsletter.smtp import Settings
 
-from .conftest import SEED, write_list
+from .conftest import SECRET, SEED, write_list
 from .smtp_server import Recorder, free_port, start
 
 ISSUE = f"issues/{SEED}.yaml"
@@ -30,7 +30,7 @@ def _settings(port: int) -> Settings:
 def _send(project: Path, rows: list[str], port: int, options: Options = FAST):
     plan = plan_send(project / ISSUE, write_list(project, rows))
     with plan.ledger:
-        outcome = execute(plan, _settings(port), options, secret="test-secret")
+        outcome = execute(plan, _settings(port), options, secret=SECRET)
         return outcome, plan.ledger.counts(SEED), {e: r for e, r, *_ in plan.ledger.rows_in(SEED, "failed")}
 
 
@@ -84,7 +84,7 @@ def test_many_failures_in_a_row_stop_the_send_and_it_resumes(project, inbox):
         down["on"] = False
         plan = plan_send(project / ISSUE, project / "list.csv", retry_failed=True)
         with plan.ledger:
-            execute(plan, _settings(controller.port), options, secret="test-secret")
+            execute(plan, _settings(controller.port), options, secret=SECRET)
             assert plan.ledger.counts(SEED)["sent"] == 30
     finally:
         controller.stop()
@@ -108,7 +108,7 @@ def _start_send(project: Path, port: int, *extra: str) -> subprocess.Popen:
         NEWSLETTER_SMTP_HOST="127.0.0.1",
         NEWSLETTER_SMTP_PORT=str(port),
         NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_SECRET="test-secret",
+        NEWSLETTER_SECRET=SECRET,
         XDG_CACHE_HOME=str(project / ".cache"),
     )
     command = [sys.executable, "-m", "newsletter", "send", ISSUE, "--to", "list.csv", "--yes", *extra]

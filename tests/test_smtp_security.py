@@ -7,7 +7,7 @@ import ssl
 import pytest
 import trustme
 
-from .conftest import SEED, write_list
+from .conftest import SECRET, SEED, write_list
 from .smtp_server import PASSWORD, USER, Recorder, start
 
 ISSUE = f"issues/{SEED}.yaml"
@@ -39,7 +39,7 @@ def _serve(monkeypatch, inbox, security: str, **kwargs):
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", security)
     monkeypatch.setenv("NEWSLETTER_SMTP_USERNAME", USER)
     monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", PASSWORD)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     return controller
 
 

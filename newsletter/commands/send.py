@@ -22,7 +22,7 @@ from ..sending import Options, Outcome, Sender
 from ..smtp import Settings, close, connect, reply_text
 from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
-from ..unsubscribe import PREVIEW_SECRET, SECRET_ENV, secret_from_env
+from ..unsubscribe import MAKE_SECRET, PREVIEW_SECRET, SECRET_ENV, secret_from_env, secret_problem
 from .build import write_atomically
 
 SUPPRESSION_FILE = "suppressions.csv"
@@ -71,14 +71,31 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     return DryRun(folder, written, skipped)
 
 
-def send_test(issue_path: Path, address: str, settings: Settings) -> None:
-    """One message with a [TEST] subject to `address`; recorded nowhere."""
+def send_test(issue_path: Path, address: str, settings: Settings) -> list[Problem]:
+    """One message with a [TEST] subject to `address`; recorded nowhere. Returns warnings for the sender.
+
+    Raises NewsletterError, before building anything, for a weak NEWSLETTER_SECRET, as a real send does.
+    """
     if not is_email_address(address):
         raise NewsletterError(f"--test: '{address}' is not an email address")
+    warnings: list[Problem] = []
+    if secret_from_env():
+        secret = require_secret()
+    else:
+        # An advisor may well test the look of an issue without the key; the
+        # copy's link must not pass for one that works.
+        secret = PREVIEW_SECRET
+        warnings.append(
+            Problem(
+                None,
+                "the test copy's unsubscribe link is signed with the preview key and will not work; "
+                f"to test it, set {SECRET_ENV} to the key the real send uses (to make one: {MAKE_SECRET})",
+            )
+        )
     checked = check(issue_path)
     envelope = Envelope.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
     recipient = Recipient(address)
-    message = envelope.compose(recipient, envelope.values(recipient, secret_from_env() or PREVIEW_SECRET))
+    message = envelope.compose(recipient, envelope.values(recipient, secret))
     smtp = connect(settings)
     try:
         refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
@@ -94,6 +111,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> None:
         raise NewsletterError(f"sending failed: {exc}") from None
     finally:
         close(smtp)
+    return warnings
 
 
 @dataclass(frozen=True)
@@ -218,13 +236,20 @@ def execute(
 
 
 def require_secret() -> str:
-    """The key that signs unsubscribe links; a real send cannot go without it."""
+    """The key that signs unsubscribe links; a real send cannot go without a strong one.
+
+    Raises NewsletterError when NEWSLETTER_SECRET is unset, or too weak to keep
+    links from being forged (see `unsubscribe.secret_bits`).
+    """
     secret = secret_from_env()
     if not secret:
         raise NewsletterError(
             f"set {SECRET_ENV}: the key that signs each subscriber's unsubscribe link "
-            "(keep it the same for every issue)"
+            f"(keep it the same for every issue; to make one: {MAKE_SECRET})"
         )
+    problem = secret_problem(secret)
+    if problem:
+        raise NewsletterError(problem)
     return secret
 
 
