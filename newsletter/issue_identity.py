@@ -17,7 +17,6 @@ is not:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from .errors import NewsletterError, Problem
 from .ledger import SENDING, SENT, IssueRecord, Ledger
 from .render import Rendered
+from .unsubscribe import secret_fingerprint
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,6 @@ def fingerprint(rendered: Rendered) -> str:
         *(f"{slot.key}\0{slot.fallback}" for slotted in (rendered.html, rendered.text) for slot in slotted.slots),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def secret_fingerprint(secret: str) -> str:
-    """Tells two signing keys apart without storing either."""
-    return hmac.new(secret.encode(), b"newsletter ledger: which key signed", hashlib.sha256).hexdigest()[:16]
 
 
 def admit(

@@ -19,7 +19,7 @@ import pytest
 from newsletter.errors import NewsletterError
 from newsletter.message import address_header, header, list_header
 
-from .conftest import MINIMAL, write_issue, write_list
+from .conftest import MINIMAL, SECRET, write_issue, write_list
 from .smtp_server import Recorder, start
 
 CRLF = "\r\n"
@@ -218,7 +218,7 @@ def wire(project, inbox, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     yield handler
     controller.stop()
 
