@@ -143,13 +143,14 @@ def send(
 
 def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None) -> None:
     from .commands.send import execute, require_secret
+    from .terminal import printable
 
     skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
     if plan.uncertain and not plan.resend_uncertain:
         click.echo(
             f"warning: {len(plan.uncertain)} uncertain recipient(s): an earlier run stopped while sending to them, "
             "so they may or may not have the message. They are not sent again unless you add --resend-uncertain: "
-            + ", ".join(plan.uncertain[:10])
+            + ", ".join(map(printable, plan.uncertain[:10]))
             + (" ..." if len(plan.uncertain) > 10 else ""),
             err=True,
         )
@@ -196,7 +197,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         raise NewsletterError(f"interrupted after the messages in flight were finished; resume with: {resume}")
     if outcome.stopped:
         raise NewsletterError(
-            f"stopped: {outcome.stopped}. Nothing more was sent; fix the problem, then resume with: {resume}"
+            f"stopped: {printable(outcome.stopped)}. Nothing more was sent; fix the problem, then resume with: {resume}"
         )
     if counts["failed"]:
         click.echo(f"see the failures with: newsletter status {issue}")
@@ -259,6 +260,7 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
 def status(issue: Path) -> None:
     """What the send ledger says of ISSUE: counts per state, failures, uncertain recipients."""
     from .commands.send import status as ledger_status
+    from .terminal import printable
 
     found = ledger_status(issue)
     for state, n in found.counts.items():
@@ -271,7 +273,8 @@ def status(issue: Path) -> None:
         if rows:
             click.echo(f"\n{title}:")
             for email, reply, attempts, line in rows:
-                click.echo(f"  {email or '(empty)'}  (list line {line}, {attempts} attempts): {reply}")
+                shown = printable(email) if email else "(empty)"
+                click.echo(f"  {shown}  (list line {line}, {attempts} attempts): {printable(reply)}")
 
 
 def _shown(path: Path) -> str:

@@ -7,9 +7,11 @@ passwords over an unencrypted connection are allowed only to this machine
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import os
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass, replace
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from .errors import NewsletterError
 from .model import Smtp
+from .terminal import printable
 
 ENV = "NEWSLETTER_SMTP_"
 TIMEOUT = 60.0
@@ -107,11 +110,14 @@ class ConnectFailed(NewsletterError):
 
 
 def connect(settings: Settings) -> smtplib.SMTP:
-    """An open, authenticated connection, or ConnectFailed saying why not, in words for people."""
+    """An open, authenticated connection, or ConnectFailed saying why not, in words for people.
+
+    The server's words in the message are redacted (`reply_text`) and escaped for a terminal.
+    """
     try:
         return _open(settings)
     except smtplib.SMTPAuthenticationError as exc:
-        message = f"the server refused the login: {exc.smtp_code} {reply_text(exc.smtp_error)}"
+        message = f"the server refused the login: {_says(exc, settings)}"
         raise ConnectFailed(message, retry=False) from None
     except ssl.SSLCertVerificationError as exc:
         message = f"{settings.address}: the server's certificate is not trusted: {exc.verify_message}"
@@ -124,9 +130,37 @@ def connect(settings: Settings) -> smtplib.SMTP:
         raise ConnectFailed(f"cannot reach {settings.address}: {exc}", retry=True) from None
 
 
-def reply_text(raw: bytes | str) -> str:
-    """A server's reply as text, whatever bytes it sent."""
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+def _says(exc: smtplib.SMTPResponseException, settings: Settings) -> str:
+    return shown_reply(exc.smtp_code, exc.smtp_error, settings)
+
+
+def shown_reply(code: int, raw: bytes | str, settings: Settings) -> str:
+    """A server's reply fit to print in a message: without the password, escaped for a terminal."""
+    return printable(f"{code} {reply_text(raw, settings)}")
+
+
+def reply_text(raw: bytes | str, settings: Settings) -> str:
+    """A server's reply as text, whatever bytes it sent, without the password of `settings`.
+
+    Some servers repeat what the client sent in their reply, the AUTH exchange included: every
+    reply that is shown or stored goes through here with the settings it was received with.
+    """
+    return redact(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw), settings)
+
+
+def redact(text: str, settings: Settings) -> str:
+    """`text` without the password in any form it crossed the wire in (see `_login`)."""
+    if not settings.password:
+        return text
+    user, password = (settings.username or "").encode(), settings.password.encode()
+    encoded = [
+        base64.b64encode(password).decode(),  # the AUTH LOGIN password line
+        base64.b64encode(b"\0" + user + b"\0" + password).decode(),  # the AUTH PLAIN initial response
+    ]
+    # The clear password as a server that decoded it may repeat it; base64 with and without its
+    # padding; the longest first, so that no part of a longer form is left behind.
+    forms = sorted({settings.password, *encoded, *(e.rstrip("=") for e in encoded)}, key=len, reverse=True)
+    return re.sub("|".join(map(re.escape, forms)), "***", text, flags=re.IGNORECASE)
 
 
 def _open(settings: Settings) -> smtplib.SMTP:
