@@ -102,7 +102,8 @@ def schema(kind: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Addresses never to mail [default: suppressions.csv in the project, if any].",
 )
-@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False), help="Also trust this CA's certificates.")
+# Not dir_okay=False: smtp.check_ca_file says what is wrong with any path, the same as for NEWSLETTER_SMTP_CA_FILE.
+@click.option("--ca-file", type=click.Path(path_type=Path), help="Also trust this CA's certificates (a PEM file).")
 def send(
     issue: Path,
     to: Path | None,

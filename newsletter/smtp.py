@@ -51,14 +51,20 @@ def settings_from(site_smtp: Smtp, ca_file: Path | None = None, environ: dict[st
     """The site file's `smtp:` section with NEWSLETTER_SMTP_* environment overrides."""
     env = os.environ if environ is None else environ
     port_text = env.get(ENV + "PORT")
-    try:
-        port = int(port_text) if port_text else site_smtp.port
-    except ValueError:
-        raise NewsletterError(f"{ENV}PORT must be a port number, not {port_text!r}") from None
+    port = site_smtp.port
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = 0
+        if not 1 <= port <= 65535:  # beyond 65535 the socket layer would refuse it, or silently wrap it
+            raise NewsletterError(f"{ENV}PORT must be a port number from 1 to 65535, not {port_text!r}")
     security = env.get(ENV + "SECURITY") or site_smtp.security
     if security not in ("starttls", "ssl", "none"):
         raise NewsletterError(f"{ENV}SECURITY must be starttls, ssl or none, not {security!r}")
     ca = ca_file or (Path(env[ENV + "CA_FILE"]) if env.get(ENV + "CA_FILE") else None)
+    if ca is not None:
+        check_ca_file(ca, "--ca-file" if ca_file else ENV + "CA_FILE")
     settings = Settings(
         host=env.get(ENV + "HOST") or site_smtp.host,
         port=port,
@@ -90,14 +96,42 @@ def check_safe(settings: Settings) -> None:
         raise NewsletterError(
             f"security: none sends everything unencrypted; it is allowed only to this machine, not to {settings.host}"
         )
-    if settings.ca_file is not None and not settings.ca_file.is_file():
-        raise NewsletterError(f"CA file {settings.ca_file} does not exist")
+
+
+def check_ca_file(path: Path, given_as: str) -> None:
+    """Load the CA file now: a wrong one would otherwise show up only at connect time, looking
+    like a server that cannot be reached, and be retried for nothing."""
+    _load_ca(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), path, given_as)
+
+
+def _load_ca(context: ssl.SSLContext, path: Path, given_as: str) -> None:
+    where = f"{given_as} {path}"
+    if not path.exists():
+        raise NewsletterError(f"{where}: no such file")
+    if not path.is_file():  # a folder, a FIFO, /dev/zero: never read it
+        raise NewsletterError(f"{where}: not a PEM certificate (it is {'a folder' if path.is_dir() else 'not a file'})")
+    try:
+        context.load_verify_locations(cafile=str(path))
+    except ssl.SSLError as exc:
+        with contextlib.suppress(OSError), path.open("rb") as file:
+            if file.read(2) in (b"\x30\x81", b"\x30\x82", b"\x30\x83"):  # a long ASN.1 SEQUENCE: DER
+                raise NewsletterError(
+                    f"{where}: not a PEM certificate (it looks like DER; convert it with: "
+                    f"openssl x509 -inform der -in {path} -out {path}.pem)"
+                ) from None
+        reason = exc.reason.replace("_", " ").lower() if exc.reason else "unreadable PEM"
+        raise NewsletterError(f"{where}: not a PEM certificate ({reason})") from None
+    except OSError as exc:
+        raise NewsletterError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if not context.cert_store_stats()["x509"]:
+        raise NewsletterError(f"{where}: not a PEM certificate (no certificate in it)")
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if settings.ca_file is not None:
-        context.load_verify_locations(cafile=str(settings.ca_file))
+        # Checked when the settings were made; a file changed since is still a message, never a retry.
+        _load_ca(context, settings.ca_file, "CA file")
     return context
 
 
@@ -126,6 +160,12 @@ def connect(settings: Settings) -> smtplib.SMTP:
         raise ConnectFailed(str(exc), retry=False) from None
     except UnicodeError as exc:  # a host name IDNA cannot encode
         raise ConnectFailed(f"cannot connect to {settings.address}: {exc}", retry=False) from None
+    except smtplib.SMTPResponseException as exc:
+        # Refused in the greeting, or in answer to EHLO/HELO or STARTTLS: 4xx means "not now", 5xx "never".
+        if 500 <= exc.smtp_code <= 599:
+            message = f"{settings.address} refused the connection: {_says(exc, settings)}"
+            raise ConnectFailed(message, retry=False) from None
+        raise ConnectFailed(f"cannot reach {settings.address}: {_says(exc, settings)}", retry=True) from None
     except (smtplib.SMTPException, OSError) as exc:  # down, refusing, timing out: it may come back
         raise ConnectFailed(f"cannot reach {settings.address}: {exc}", retry=True) from None
 
@@ -171,14 +211,15 @@ def _open(settings: Settings) -> smtplib.SMTP:
     else:
         smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
     try:
-        smtp.ehlo()
+        # Unlike a bare ehlo(), this raises SMTPHeloError when the server refuses both EHLO and HELO.
+        smtp.ehlo_or_helo_if_needed()
         if settings.security == "starttls":
             if not smtp.has_extn("starttls"):
                 raise smtplib.SMTPNotSupportedError(
                     f"{settings.host} does not offer STARTTLS; refusing to send unencrypted"
                 )
             smtp.starttls(context=tls_context(settings))
-            smtp.ehlo()
+            smtp.ehlo_or_helo_if_needed()
         if settings.username:
             if settings.security == "none" and not is_loopback(settings.host):  # check_safe already refuses this
                 raise NewsletterError("refusing to send a password over an unencrypted connection")

@@ -1,19 +1,25 @@
 """What a send promises when the server misbehaves: no password in any output or in the ledger,
-and no terminal escapes from a server's reply."""
+no terminal escapes from a server's reply, and no pointless retries of what cannot work."""
 
 from __future__ import annotations
 
 import base64
 import re
 import sqlite3
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
+from click.testing import CliRunner
 
+from newsletter.__main__ import cli
+from newsletter.commands.send import execute, plan_send
+from newsletter.sending import Options
 from newsletter.smtp import Settings
 
 from .conftest import SEED, write_list
-from .smtp_server import PASSWORD, USER, Recorder, echoing_authenticator, start
+from .smtp_server import PASSWORD, USER, Recorder, Scripted, echoing_authenticator, start
 
 ISSUE = f"issues/{SEED}.yaml"
 
@@ -225,3 +231,110 @@ def test_a_test_send_refused_shows_the_reply_escaped(project, run, inbox, monkey
     assert result.exit_code == 1
     _no_control(result.output)
     assert "550 5.1.1 \\x1b]0;pwned\\x07\\x1b[2J gone \\u202e\\x9b" in result.output
+
+
+# -- 17. settings that cannot work, and a server that says no for good ----------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-25"])
+def test_a_port_out_of_range_is_refused_naming_the_variable(project, run, monkeypatch, port):
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", port)
+    result = run("send", ISSUE, "--test", "me@example.org")
+    assert result.exit_code == 1
+    assert result.output == f"error: NEWSLETTER_SMTP_PORT must be a port number from 1 to 65535, not {port!r}\n"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _not_pem(kind: str, folder: Path, ca: trustme.CA) -> Path:
+    path = folder / f"ca-{kind}.pem"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "der":
+        path.write_bytes(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
+    elif kind == "key":  # PEM, but a private key, not a certificate
+        path.write_bytes(ca.private_key_pem.bytes())
+    else:
+        path.write_bytes({"empty": b"", "garbage": b"\x00\xffnot a certificate\n" * 10}[kind])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "folder", "der", "key"])
+def test_a_ca_file_that_is_not_a_pem_certificate_is_refused_before_anything_else(
+    project, tmp_path, monkeypatch, ca, kind
+):
+    listener = Scripted(b"220 ready\r\n", {b"EHLO": b"250-localhost\r\n250 STARTTLS\r\n", b"STARTTLS": b"220 go\r\n"})
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(listener.port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "starttls")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    bad = _not_pem(kind, tmp_path, ca)
+    rows = write_list(project, ["email", "a@example.com"])
+    try:
+        # Without --yes: the answer "y" would start the send if the prompt came first.
+        sent = CliRunner().invoke(cli, ["send", ISSUE, "--to", str(rows), "--ca-file", str(bad)], input="y\n")
+        test = CliRunner().invoke(cli, ["send", ISSUE, "--test", "me@example.org", "--ca-file", str(bad)])
+    finally:
+        listener.stop()
+    for result in (sent, test):
+        assert result.exit_code == 1
+        assert f"error: --ca-file {bad}: not a PEM certificate (" in result.output
+        assert ("it looks like DER" in result.output) == (kind == "der")
+        assert "Send now?" not in result.output and "cannot reach" not in result.output
+    assert listener.connections == 0
+
+
+def test_a_ca_file_from_the_environment_is_checked_too(project, run, tmp_path, monkeypatch, ca):
+    monkeypatch.setenv("NEWSLETTER_SMTP_CA_FILE", str(_not_pem("garbage", tmp_path, ca)))
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    result = run("send", ISSUE, "--test", "me@example.org")
+    assert result.exit_code == 1
+    assert "error: NEWSLETTER_SMTP_CA_FILE " in result.output and "not a PEM certificate" in result.output
+
+
+GREETING_554 = {"greeting": b"554 5.7.1 go away\r\n"}
+EHLO_554 = {
+    "greeting": b"220 ready\r\n",
+    "answers": {b"EHLO": b"554 5.7.1 not you\r\n", b"HELO": b"554 5.7.1 not you\r\n", b"MAIL": b"503 hello first\r\n"},
+}
+BUSY_421 = {"greeting": b"421 4.3.2 too busy, try later\r\n"}
+
+
+@pytest.mark.parametrize(
+    "script, connections, said",
+    [(GREETING_554, 1, "554 5.7.1 go away"), (EHLO_554, 1, "554 5.7.1 not you"), (BUSY_421, 4, "421 4.3.2 too busy")],
+    ids=["554-greeting", "554-ehlo-and-helo", "421-greeting-is-retried"],
+)
+def test_a_permanent_refusal_to_connect_stops_at_once(project, script, connections, said):
+    server = Scripted(script["greeting"], script.get("answers"))
+    options = Options(connections=1, retry_delay=0.01, max_attempts=4)
+    plan = plan_send(project / ISSUE, write_list(project, ["email", "a@example.com", "b@example.com"]))
+    try:
+        with plan.ledger:
+            outcome = execute(plan, Settings("127.0.0.1", server.port, "none", timeout=5), options, secret="s")
+            counts = plan.ledger.counts(SEED)
+    finally:
+        server.stop()
+    assert server.connections == connections
+    assert outcome.stopped and said in outcome.stopped
+    assert counts["pending"] == 2 and counts["failed"] == 0
+
+
+def test_a_554_greeting_stops_the_command_line_send_at_once(project, run, monkeypatch):
+    server = Scripted(b"554 5.7.1 go away\r\n")
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(server.port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret")
+    try:
+        result = run("send", ISSUE, "--to", write_list(project, ["email", "a@example.com"]), "--yes")
+    finally:
+        server.stop()
+    assert server.connections == 1
+    assert result.exit_code == 1
+    assert "554 5.7.1 go away" in result.output and "resume with: newsletter send" in result.output
