@@ -200,6 +200,9 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         raise NewsletterError(
             f"stopped: {printable(outcome.stopped)}. Nothing more was sent; fix the problem, then resume with: {resume}"
         )
+    if outcome.failed or outcome.uncertain:  # not everyone of this run got it: say so, in the exit code too
+        missed = f"{outcome.failed} failed" + (f", {outcome.uncertain} uncertain" if outcome.uncertain else "")
+        raise NewsletterError(f"{missed}: see newsletter status {issue}")
     if counts["failed"]:
         click.echo(f"see the failures with: newsletter status {issue}")
 

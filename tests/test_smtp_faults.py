@@ -1,5 +1,6 @@
 """What a send promises when the server misbehaves: no password in any output or in the ledger,
-no terminal escapes from a server's reply, and no pointless retries of what cannot work."""
+no terminal escapes from a server's reply, an exit code that says whether everyone got the
+message, and no pointless retries of what cannot work."""
 
 from __future__ import annotations
 
@@ -231,6 +232,42 @@ def test_a_test_send_refused_shows_the_reply_escaped(project, run, inbox, monkey
     assert result.exit_code == 1
     _no_control(result.output)
     assert "550 5.1.1 \\x1b]0;pwned\\x07\\x1b[2J gone \\u202e\\x9b" in result.output
+
+
+# -- 16. the exit code says whether everyone got it --------------------------------------------
+
+
+def test_send_exits_1_when_a_recipient_of_this_run_failed_or_is_uncertain(project, run, inbox, monkeypatch):
+    def fault(rcpt: str, attempt: int) -> str | None:
+        return {"b@example.com": "550 5.1.1 no such user", "c@example.com": "lost"}.get(rcpt) if attempt > 0 else None
+
+    controller = start(Recorder(inbox, fault))
+    _serve(monkeypatch, controller)
+    monkeypatch.delenv("NEWSLETTER_SMTP_USERNAME")
+    try:
+        path = write_list(project, ["email", "a@example.com", "b@example.com", "c@example.com"])
+        result = run("send", ISSUE, "--to", path, "--yes")
+        again = run("send", ISSUE, "--to", path, "--yes")
+    finally:
+        controller.stop()
+    assert result.exit_code == 1, result.output
+    assert "sent 1, failed 1, uncertain 1" in result.output
+    assert result.output.splitlines()[-1] == f"error: 1 failed, 1 uncertain: see newsletter status {ISSUE}"
+    # Nothing left to send: the failures belong to the earlier run.
+    assert again.exit_code == 0 and "nothing to send" in again.output
+
+
+def test_send_exits_1_when_nothing_was_delivered(project, run, inbox, monkeypatch):
+    controller = start(Recorder(inbox, lambda rcpt, n: "554 5.7.1 relay access denied" if n > 0 else None))
+    _serve(monkeypatch, controller)
+    monkeypatch.delenv("NEWSLETTER_SMTP_USERNAME")
+    try:
+        result = run("send", ISSUE, "--to", write_list(project, ["email", "a@example.com", "b@example.com"]), "--yes")
+    finally:
+        controller.stop()
+    assert result.exit_code == 1
+    assert "sent 0, failed 2" in result.output
+    assert result.output.splitlines()[-1] == f"error: 2 failed: see newsletter status {ISSUE}"
 
 
 # -- 17. settings that cannot work, and a server that says no for good ----------------------
