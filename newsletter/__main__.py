@@ -104,7 +104,8 @@ def schema(kind: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Addresses never to mail [default: suppressions.csv in the project, if any].",
 )
-@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False), help="Also trust this CA's certificates.")
+# Not dir_okay=False: smtp.check_ca_file says what is wrong with any path, the same as for NEWSLETTER_SMTP_CA_FILE.
+@click.option("--ca-file", type=click.Path(path_type=Path), help="Also trust this CA's certificates (a PEM file).")
 @click.option("--moved", is_flag=True, help="The issue file was renamed or moved since its send began: continue it.")
 @click.option(
     "--changed-content", is_flag=True, help="The issue changed since its send began: send the rest the new version."
@@ -159,6 +160,7 @@ def send(
 
 def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None) -> None:
     from .commands.send import execute, require_secret
+    from .terminal import printable
 
     for notice in plan.notices:
         click.echo(f"warning: {notice}", err=True)
@@ -167,7 +169,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         click.echo(
             f"warning: {len(plan.uncertain)} uncertain recipient(s): an earlier run stopped while sending to them, "
             "so they may or may not have the message. They are not sent again unless you add --resend-uncertain: "
-            + ", ".join(plan.uncertain[:10])
+            + ", ".join(map(printable, plan.uncertain[:10]))
             + (" ..." if len(plan.uncertain) > 10 else ""),
             err=True,
         )
@@ -214,8 +216,11 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         raise NewsletterError(f"interrupted after the messages in flight were finished; resume with: {resume}")
     if outcome.stopped:
         raise NewsletterError(
-            f"stopped: {outcome.stopped}. Nothing more was sent; fix the problem, then resume with: {resume}"
+            f"stopped: {printable(outcome.stopped)}. Nothing more was sent; fix the problem, then resume with: {resume}"
         )
+    if outcome.failed or outcome.uncertain:  # not everyone of this run got it: say so, in the exit code too
+        missed = f"{outcome.failed} failed" + (f", {outcome.uncertain} uncertain" if outcome.uncertain else "")
+        raise NewsletterError(f"{missed}: see newsletter status {issue}")
     if counts["failed"]:
         click.echo(f"see the failures with: newsletter status {issue}")
 
@@ -279,6 +284,7 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
 def status(issue: Path) -> None:
     """What the send ledger says of ISSUE: counts per state, failures, uncertain recipients."""
     from .commands.send import status as ledger_status
+    from .terminal import printable
 
     found = ledger_status(issue)
     for notice in found.notices:
@@ -299,7 +305,8 @@ def status(issue: Path) -> None:
         if rows:
             click.echo(f"\n{title}:")
             for email, reply, attempts, line in rows:
-                click.echo(f"  {email or '(empty)'}  (list line {line}, {attempts} attempts): {reply}")
+                shown = printable(email) if email else "(empty)"
+                click.echo(f"  {shown}  (list line {line}, {attempts} attempts): {printable(reply)}")
 
 
 def _shown(path: Path) -> str:

@@ -165,7 +165,8 @@ class Sender:
                     smtp = self._connect()
                 reply = self._transmit(smtp, row, message)
             except _Fatal as exc:
-                self.ledger.mark(row.id, PENDING, str(exc))
+                # Not this recipient's doing: the row stays pending with its own last reply,
+                # and the reason (a refused login, say) is shown, never stored on a row.
                 self._halt(str(exc))
                 return None
             except _Unanswered as exc:
@@ -175,10 +176,10 @@ class Sender:
                 self._count(ok=False, reply=str(exc), uncertain=True)
                 return self._drop(smtp)
             except smtplib.SMTPResponseException as exc:
-                code, text = exc.smtp_code, reply_text(exc.smtp_error)
+                code, text = exc.smtp_code, reply_text(exc.smtp_error, self.settings)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, raw = next(iter(exc.recipients.values()))
-                text = reply_text(raw)
+                text = reply_text(raw, self.settings)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 code, text = None, f"connection lost: {exc}" if str(exc) else "connection lost"
                 smtp = self._drop(smtp)
@@ -229,7 +230,7 @@ class Sender:
             raise _Unanswered(f"connection lost after the message was sent ({exc})") from None
         if code != 250:
             raise smtplib.SMTPDataError(code, text)
-        return f"{code} {reply_text(text)}"
+        return f"{code} {reply_text(text, self.settings)}"
 
     def _connect(self) -> smtplib.SMTP:
         delay = self.options.retry_delay

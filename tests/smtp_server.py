@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import socket
@@ -46,10 +47,11 @@ class Inbox:
 class Recorder:
     """An aiosmtpd handler that keeps every message; `fault` may answer instead."""
 
-    def __init__(self, inbox: Inbox, fault: Callable[[str, int], str | None] | None = None) -> None:
+    def __init__(self, inbox: Inbox, fault: Callable[[str, int], str | bytes | None] | None = None) -> None:
         self.inbox = inbox
-        # (recipient, attempt) -> a reply instead of 250, "lost" (stored, answer lost), or None. Asked
-        # at RCPT with a negative attempt number, where "drop" closes the connection mid-transaction.
+        # (recipient, attempt) -> a reply instead of 250 (bytes go out as they are), "lost" (stored,
+        # answer lost), or None. Asked at RCPT with a negative attempt number, where "drop" closes
+        # the connection mid-transaction.
         self.fault = fault
         self.attempts: Counter[str] = Counter()
         self.rcpt_attempts: Counter[str] = Counter()
@@ -105,18 +107,39 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
 
 
+def echoing_authenticator(echo: Callable[[bytes, bytes], str]) -> Callable:
+    """Refuses every login with a 535 that repeats what the client sent, as some servers do.
+
+    `echo(login, password)` gives the text after "535 5.7.8 ".
+    """
+
+    def refuse(server, session, envelope, mechanism, auth_data):
+        said = echo(auth_data.login, auth_data.password)
+        return AuthResult(success=False, handled=False, message=f"535 5.7.8 {said}")
+
+    return refuse
+
+
 def start(
     handler: Recorder,
     *,
     starttls: ssl.SSLContext | None = None,
     implicit_tls: ssl.SSLContext | None = None,
     auth: bool = False,
+    authenticate: Callable = authenticator,
+    auth_exclude: tuple[str, ...] = (),
 ) -> Controller:
+    """`auth_exclude` takes AUTH mechanisms off the server's offer (it offers PLAIN and LOGIN)."""
     kwargs: dict = {}
     if starttls is not None:
         kwargs.update(tls_context=starttls, require_starttls=True)
     if auth:
-        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=starttls is not None)
+        kwargs.update(
+            authenticator=authenticate,
+            auth_required=True,
+            auth_require_tls=starttls is not None,
+            auth_exclude_mechanism=auth_exclude,
+        )
     controller = Controller(
         handler,
         hostname="127.0.0.1",
@@ -128,3 +151,46 @@ def start(
     )
     controller.start()
     return controller
+
+
+class Scripted:
+    """A bare SMTP listener on 127.0.0.1 that answers from a script, for replies aiosmtpd will not
+    give (a refusal in the greeting or to EHLO). It counts the connections made to it."""
+
+    def __init__(self, greeting: bytes, answers: dict[bytes, bytes] | None = None) -> None:
+        self.greeting = greeting
+        self.answers = answers or {}  # command verb -> reply; anything else gets "250 OK"
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # so that stop() is noticed
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):  # the client hung up: next one
+                    self._talk(conn)
+
+    def _talk(self, conn: socket.socket) -> None:
+        conn.sendall(self.greeting)
+        with conn.makefile("rb") as client:
+            for line in client:
+                verb = (line.split() or [b""])[0].upper()
+                if verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                conn.sendall(self.answers.get(verb, b"250 OK\r\n"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()

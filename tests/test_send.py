@@ -221,7 +221,8 @@ def test_suppression_column_in_any_case_and_it_wins_over_retries(project, run, i
     try:
         path = write_list(project, ["email", "ann@example.com", "bob@example.com", "cat@example.com"])
         (project / "suppressions.csv").write_text(" Email ,date\ncat@example.com,2021-05-01\n", encoding="utf-8")
-        assert _send(run, "--to", path, "--yes").exit_code == 0
+        first = _send(run, "--to", path, "--yes")
+        assert first.exit_code == 1 and "1 failed: see newsletter status" in first.output  # bob refused
         assert set(inbox.recipients()) == {"ann@example.com"}  # cat unsubscribed; bob refused
         # Bob unsubscribes too; retrying the failures must not reach him.
         (project / "suppressions.csv").write_text("Email\ncat@example.com\nBOB@example.com\n", encoding="utf-8")

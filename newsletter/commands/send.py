@@ -19,7 +19,7 @@ from ..model import is_email_address
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
 from ..sending import Options, Outcome, Sender
-from ..smtp import Settings, close, connect, reply_text
+from ..smtp import Settings, close, connect, shown_reply
 from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
 from ..unsubscribe import MAKE_SECRET, PREVIEW_SECRET, SECRET_ENV, secret_from_env, secret_problem
@@ -100,13 +100,13 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> list[Proble
     try:
         refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
         if refused:
-            code, text = refused[address]
-            raise NewsletterError(f"the server refused {address}: {code} {reply_text(text)}")
+            raise NewsletterError(f"the server refused {address}: {shown_reply(*refused[address], settings)}")
     except smtplib.SMTPRecipientsRefused as exc:
-        code, text = exc.recipients[address]
-        raise NewsletterError(f"the server refused {address}: {code} {reply_text(text)}") from None
+        said = shown_reply(*exc.recipients[address], settings)
+        raise NewsletterError(f"the server refused {address}: {said}") from None
     except smtplib.SMTPResponseException as exc:
-        raise NewsletterError(f"the server refused the message: {exc.smtp_code} {reply_text(exc.smtp_error)}") from None
+        said = shown_reply(exc.smtp_code, exc.smtp_error, settings)
+        raise NewsletterError(f"the server refused the message: {said}") from None
     except (smtplib.SMTPException, OSError) as exc:
         raise NewsletterError(f"sending failed: {exc}") from None
     finally:
