@@ -1,17 +1,42 @@
-"""The subscriber list (CSV) and the suppression list, read as a stream.
+"""The subscriber list and the suppression list, in the shapes people export them.
 
-Each row becomes an `Entry` saying whether it is to be sent, or why not
-(invalid address, duplicate, suppressed), so that 100,000 rows never sit in
-memory at once. Finding duplicates needs the addresses seen so far: a set
-here, or (`dedupe=False`) the send ledger's own table.
+Both lists are read by one rule:
+
+- The first line that is neither blank nor a `#` comment decides the shape.
+  If it names the address column (`email`, `Email`, `Email Address`,
+  `E-mail`: letter case, spaces, hyphens and underscores do not matter), it
+  is a CSV header, and the delimiter is the first of comma, semicolon and
+  tab that leaves that name a column of its own (Excel writes semicolons
+  in French locales). A header naming one column twice (`email,Email`,
+  `City,city`, two address columns) is refused: which one counts would be
+  a guess. If the first line is an address instead, the file is a plain
+  list: one address per line, blank lines and `#` comments allowed.
+- An address may carry a display name and quotes, `Ann Smith
+  <ann@example.com>` or `"ann@example.com"`; `email.utils` takes them apart.
+
+The subscriber list is streamed: each row becomes an `Entry` saying whether
+it is to be sent, or why not (invalid address, duplicate, suppressed), so
+that 100,000 rows never sit in memory at once. Finding duplicates needs the
+addresses seen so far: a set here, or (`dedupe=False`) the send ledger's own
+table. The suppression list is read into a set; a line of it that holds no
+address stops everything with FILE:LINE, as skipping it could mail someone
+who left.
+
+Neither list is ever read without a bound: an endless file (`/dev/zero`, a
+FIFO) ends in an error naming it, not in a hang or a full memory.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import io
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from email.utils import getaddresses
+from itertools import chain
 from pathlib import Path
+from typing import TextIO
 
 from .errors import NewsletterError, Problem
 from .model import is_email_address
@@ -19,6 +44,27 @@ from .yamlsource import MAX_BYTES
 
 PENDING, DUPLICATE, INVALID, SUPPRESSED = "pending", "duplicate", "invalid", "suppressed"
 MAX_NAME = 200
+MAX_LINE = 1_000_000  # characters; no real row comes near, and /dev/zero never ends its first line
+MAX_LIST_CHARS = 1_000_000_000  # some 5 million rows; only an endless stream gets there
+MAX_SUPPRESSION_BYTES = 50 * MAX_BYTES
+MAX_PROBLEMS = 20  # a wrong file gets its first few bad lines shown, not a hundred thousand
+
+# Column names as `_key` spells them.
+ADDRESS_COLUMNS = frozenset({"email", "e_mail", "email_address", "e_mail_address"})
+NAME_COLUMNS = ("name", "full_name", "fullname")
+FIRST_NAME_COLUMNS = ("first_name", "firstname")
+LAST_NAME_COLUMNS = ("last_name", "lastname")
+DELIMITERS = (",", ";", "\t")
+
+# C0 and C1 controls, DEL, and Unicode's line and paragraph separators: none
+# belongs in a name or an address, and each would reach a header or RCPT TO.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_BREAKS = "\n\r\x85\u2028\u2029"
+# What a suppression line must at least look like: one @, and nothing that
+# separates fields or addresses. Looser than `is_email_address` on purpose:
+# an address the tool would never send to is harmless in a suppression list,
+# while a line like `ann@example.com;2021-05-01` shows a misread file.
+_ONE_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\]+@[^\s@<>()\[\],;:\"\\]+")
 
 
 @dataclass(frozen=True)
@@ -36,73 +82,99 @@ class Entry:
         return self.email.lower()
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One line (or quoted multi-line row) of either list, before any judgement."""
+
+    line: int  # where the row starts
+    address: str  # as written: display name, quotes and all
+    name: str
+    fields: dict[str, str]
+    column: str  # the address column's name in the header, "" in a plain list
+
+
 def read_suppressions(path: Path | None) -> set[str]:
-    """Addresses that must not be mailed: one per line, or a CSV with an `email` column."""
+    """Addresses that must not be mailed, lower-cased.
+
+    Every address listed counts, whatever the other columns say. Raises
+    NewsletterError for an unreadable file and for each line (the first
+    few) that holds no address.
+    """
     if path is None or not path.exists():
         return set()
-    text = _read(path)
-    lines = text.splitlines()
-    header = [c.strip().lower() for c in next(csv.reader([lines[0]]))] if lines else []
-    if "email" in header:
-        column = header.index("email")  # "Email", " email " and the like all count
-        rows = csv.reader(lines[1:])
-        return {row[column].strip().lower() for row in rows if len(row) > column and row[column].strip()}
-    return {line.strip().lower() for line in lines if line.strip() and not line.startswith("#")}
+    found: set[str] = set()
+    problems: list[Problem] = []
+    for row in _rows(path, io.StringIO(_read_bounded(path), newline=""), empty_ok=True):
+        address = _split(row.address)[1]
+        if not address:
+            problem = f"no address in column '{row.column}'"
+        elif control := _address_control(address):
+            problem = control
+        elif not _ONE_ADDRESS.fullmatch(address):
+            problem = f"'{_shown(row.address)}' is not an email address"
+        else:
+            found.add(address.lower())
+            continue
+        problems.append(Problem(path, problem, row.line))
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS
+        problems[MAX_PROBLEMS:] = [Problem(path, f"and {more} more lines that hold no address")]
+    if problems:
+        raise NewsletterError(problems)
+    return found
 
 
 def read_subscribers(path: Path, suppressed: set[str] | None = None, *, dedupe: bool = True) -> Iterator[Entry]:
-    """Every row of the list, classified. Raises NewsletterError if the file itself is unusable."""
+    """Every row of the list, classified. Raises NewsletterError if the file itself is unusable.
+
+    Templates see every column as `subscriber.<column>`, under its name as
+    written and as `_key` spells it (`First Name` is also `first_name`). The
+    address is `email` and the name is `name` whatever the columns are
+    called: the name is the `Name` (or `Full name`) column, else `First
+    name` and `Last name` joined, else the display name written with the
+    address. A tab in a name becomes a space: in a header it is only white
+    space, not worth losing a subscriber over.
+    """
     suppressed = suppressed or set()
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         raise NewsletterError(Problem(path, "no such subscriber list")) from None
+    except IsADirectoryError:
+        raise NewsletterError(Problem(path, "is a folder, not a file")) from None
     except OSError as exc:
         raise NewsletterError(Problem(path, f"cannot read: {exc.strerror}")) from None
     with handle:
-        reader = csv.DictReader(handle)
-        try:
-            header = [h.strip() for h in (reader.fieldnames or [])]
-        except UnicodeDecodeError:
-            raise NewsletterError(Problem(path, "not valid UTF-8; save the list as UTF-8 CSV", 1)) from None
-        if "email" not in header:
-            raise NewsletterError(
-                Problem(path, f"the header must have an 'email' column (it has: {', '.join(header) or 'nothing'})", 1)
-            )
-        reader.fieldnames = header
         seen: set[str] = set()
-        line = 1
-        try:
-            for row in reader:
-                line = reader.line_num
-                yield _classify(row, line, seen if dedupe else None, suppressed)
-        except UnicodeDecodeError:
-            raise NewsletterError(Problem(path, "not valid UTF-8; save the list as UTF-8 CSV", line + 1)) from None
-        except csv.Error as exc:
-            raise NewsletterError(Problem(path, f"not a readable CSV file: {exc}", line + 1)) from None
+        for row in _rows(path, handle, empty_ok=False):
+            yield _classify(row, seen if dedupe else None, suppressed)
 
 
-def _classify(
-    row: dict[str | None, str | list[str] | None], line: int, seen: set[str] | None, suppressed: set[str]
-) -> Entry:
-    fields = {k: (v if isinstance(v, str) else "").strip() for k, v in row.items() if isinstance(k, str) and k}
-    email = fields.get("email", "")
-    name = fields.get("name", "")
+def _classify(row: _Row, seen: set[str] | None, suppressed: set[str]) -> Entry:
+    display, email = _split(row.address)
+    name = (row.name or display).replace("\t", " ").strip()
+
+    def invalid(reason: str) -> Entry:
+        # Kept only to be shown (`newsletter status`): never an escape sequence for the terminal.
+        return Entry(row.line, _printable(row.address), _printable(name), row.fields, INVALID, reason)
+
+    if not email:
+        return invalid("no address")
+    if control := _address_control(email):
+        return invalid(control)
     if not is_email_address(email):
-        return Entry(
-            line, email, name, fields, INVALID, f"'{email}' is not an email address" if email else "no address"
-        )
-    if "\r" in name or "\n" in name:  # it goes into the To header
-        return Entry(line, email, name, fields, INVALID, "the name contains a line break")
+        return invalid(f"'{_shown(row.address)}' is not an email address")
+    if control := _CONTROL.search(name):  # it goes into the To header
+        return invalid(f"the name contains {_describe(control.group())}")
     if len(name) > MAX_NAME:  # a To header line must stay under SMTP's 998 characters
-        return Entry(line, email, name, fields, INVALID, f"the name is longer than {MAX_NAME} characters")
-    entry = Entry(line, email, name, fields)
+        return invalid(f"the name is longer than {MAX_NAME} characters")
+    entry = Entry(row.line, email, name, row.fields)
     if seen is not None:
         if entry.key in seen:
             return duplicate(entry)
         seen.add(entry.key)
     if entry.key in suppressed:
-        return Entry(line, email, name, fields, SUPPRESSED, "on the suppression list")
+        return replace(entry, state=SUPPRESSED, reason="on the suppression list")
     return entry
 
 
@@ -110,10 +182,210 @@ def duplicate(entry: Entry) -> Entry:
     return replace(entry, state=DUPLICATE, reason="listed before")
 
 
-def _read(path: Path) -> str:
-    if path.stat().st_size > 50 * MAX_BYTES:
-        raise NewsletterError(Problem(path, "too large for a suppression list"))
+# -- reading either list -------------------------------------------------------
+
+
+def _rows(path: Path, handle: TextIO, *, empty_ok: bool) -> Iterator[_Row]:
+    lines = _lines(path, handle)
+    number = 0
+    for first in lines:
+        number += 1
+        if first.strip() and not first.lstrip().startswith("#"):
+            break
+    else:
+        if not empty_ok:
+            raise NewsletterError(Problem(path, "is empty: it needs a header naming the address column, or addresses"))
+        return
+    header = _Header.read(path, first, number)
+    if header is None:
+        yield from _plain(chain([first], lines), number)
+    else:
+        yield from header.rows(path, lines, number)
+
+
+def _lines(path: Path, handle: TextIO) -> Iterator[str]:
+    """The file's lines, each read with a bound, so that no stream is ever read whole."""
+    number = total = 0
+    while True:
+        try:
+            line = handle.readline(MAX_LINE + 1)
+        except UnicodeDecodeError:
+            raise NewsletterError(Problem(path, "not valid UTF-8; save the list as UTF-8", number + 1)) from None
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE:
+            raise NewsletterError(
+                Problem(path, f"a line longer than {MAX_LINE:,} characters: is this the right file?", number)
+            )
+        total += len(line)
+        if total > MAX_LIST_CHARS:
+            raise NewsletterError(
+                Problem(path, f"the list is longer than {MAX_LIST_CHARS:,} characters: is this the right file?", number)
+            )
+        yield line
+
+
+def _plain(lines: Iterable[str], first: int) -> Iterator[_Row]:
+    for number, line in enumerate(lines, start=first):
+        value = line.strip()
+        if value and not value.startswith("#"):
+            yield _Row(number, value, "", {}, "")
+
+
+@dataclass(frozen=True)
+class _Header:
+    delimiter: str
+    columns: list[str]
+    keys: list[str]
+    address: int
+    name: int | None
+    first_name: int | None
+    last_name: int | None
+
+    @classmethod
+    def read(cls, path: Path, line: str, number: int) -> _Header | None:
+        """The header on `line`; None if `line` is the first address of a plain list."""
+        found: tuple[str, list[str], list[str]] | None = None
+        widest: list[str] = []
+        for delimiter in DELIMITERS:
+            try:
+                cells = [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]
+            except csv.Error as exc:
+                raise NewsletterError(Problem(path, f"not a readable CSV file: {exc}", number)) from None
+            keys = [_key(c) for c in cells]
+            widest = max(widest, cells, key=len)
+            # A wrong delimiter glues the address column's name to its
+            # neighbour's (`email;name` split at commas), so the first
+            # delimiter that leaves it whole is the one.
+            if ADDRESS_COLUMNS.intersection(keys):
+                found = (delimiter, cells, keys)
+                break
+        if found is None:
+            if _ONE_ADDRESS.fullmatch(_split(line.strip())[1]):
+                return None
+            raise NewsletterError(
+                Problem(
+                    path,
+                    "the first line must name the address column (email, Email Address, E-mail) or be an address; "
+                    f"it has: {_shown(', '.join(widest))}",
+                    number,
+                )
+            )
+        delimiter, cells, keys = found
+        where: dict[str, int] = {}
+        for i, (cell, key) in enumerate(zip(cells, keys, strict=True)):
+            if not cell:
+                continue  # spreadsheets leave unnamed columns at the end
+            same = "email" if key in ADDRESS_COLUMNS else key or cell
+            if same in where:
+                j = where[same]
+                raise NewsletterError(
+                    Problem(
+                        path,
+                        f"columns {j + 1} and {i + 1} of the header name the same column "
+                        f"('{_shown(cells[j])}' and '{_shown(cell)}'); keep one",
+                        number,
+                    )
+                )
+            where[same] = i
+
+        def first_of(names: tuple[str, ...]) -> int | None:
+            return next((where[n] for n in names if n in where), None)
+
+        return cls(
+            delimiter,
+            cells,
+            keys,
+            where["email"],
+            first_of(NAME_COLUMNS),
+            first_of(FIRST_NAME_COLUMNS),
+            first_of(LAST_NAME_COLUMNS),
+        )
+
+    def rows(self, path: Path, lines: Iterator[str], header_line: int) -> Iterator[_Row]:
+        # Each column under its own name, and under its key when that differs
+        # (`First Name` -> `first_name`), so that templates can write subscriber.first_name.
+        names = [(i, c) for i, c in enumerate(self.columns) if c]
+        names += [(i, k) for i, k in enumerate(self.keys) if k and k not in self.columns]
+        reader = csv.reader(lines, delimiter=self.delimiter)
+        end = header_line
+        try:
+            for cells in reader:
+                start, end = end + 1, header_line + reader.line_num
+                cells = [c.strip() for c in cells]
+                if not any(cells):
+                    continue  # a blank line, or the empty rows spreadsheets leave at the end
+                cells += [""] * (len(self.columns) - len(cells))
+                name = self._name(cells)
+                fields = {column: cells[i] for i, column in names}
+                yield _Row(start, cells[self.address], name, fields, self.columns[self.address])
+        except csv.Error as exc:
+            raise NewsletterError(Problem(path, f"not a readable CSV file: {exc}", end + 1)) from None
+
+    def _name(self, cells: list[str]) -> str:
+        if self.name is not None and cells[self.name]:
+            return cells[self.name]
+        parts = (cells[i] for i in (self.first_name, self.last_name) if i is not None)
+        return " ".join(p for p in parts if p)
+
+
+def _key(column: str) -> str:
+    """`First Name`, `first_name`, `FIRST-NAME` -> `first_name`: how columns are found and told apart."""
+    return re.sub(r"[\W_]+", "_", column.casefold()).strip("_")
+
+
+def _split(value: str) -> tuple[str, str]:
+    """(display name, address) of `ann@example.com`, `"ann@example.com"` or `Ann Smith <ann@example.com>`.
+
+    A value that is not one address comes back whole, as the address, to be refused as such.
+    """
+    if "<" not in value and '"' not in value and "(" not in value:  # the common case, kept cheap
+        return "", value
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or "@" not in pairs[0][1]:
+        return "", value
+    return pairs[0]
+
+
+def _address_control(address: str) -> str | None:
+    """Why `address` is refused for a control character, if it has one."""
+    control = _CONTROL.search(address)
+    if control is None:
+        return None
+    # Only a quoted CSV field holds a line break: one whose quote is never closed.
+    hint = ": a quote left open?" if control.group() in "\r\n" else ""
+    return f"the address contains {_describe(control.group())}{hint}"
+
+
+def _describe(char: str) -> str:
+    what = "a line break" if char in _LINE_BREAKS else "a control character"
+    return f"{what} (U+{ord(char):04X})"
+
+
+def _printable(value: str) -> str:
+    """`value` with its control characters written as escapes (`\\x1b`)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """`value` short enough for a one-line message."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _read_bounded(path: Path) -> str:
+    """The whole suppression list, reading at most one byte past the limit: /dev/zero and FIFOs have no size."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise NewsletterError(Problem(path, "not valid UTF-8")) from None
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SUPPRESSION_BYTES + 1)
+    except IsADirectoryError:
+        raise NewsletterError(Problem(path, "is a folder, not a file")) from None
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot read: {exc.strerror}")) from None
+    if len(data) > MAX_SUPPRESSION_BYTES:
+        raise NewsletterError(Problem(path, f"too large for a suppression list (over {MAX_SUPPRESSION_BYTES:,} bytes)"))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise NewsletterError(Problem(path, "not valid UTF-8; save the list as UTF-8", line)) from None
