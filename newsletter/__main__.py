@@ -260,17 +260,19 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
         raise click.UsageError("--as needs --to LIST.csv")
     server = Server(Preview(issue, as_email, to), host, port)
     server.start()
-    if port and server.port != port:
-        click.echo(f"port {port} is in use; using {server.port} instead")
-    if not is_loopback(host):
-        click.echo(f"warning: serving on {host}: anyone who can reach this machine can read the preview", err=True)
-    _warn(secret_warnings())
-    click.echo(f"Previewing {issue} at {server.url}  (Ctrl-C to stop)")
-    for problem in server.preview.snapshot.errors:
-        click.echo(f"error: {problem}", err=True)
-    if open_browser:
-        webbrowser.open(server.url)
+    # Ctrl-C may come at any moment once the server runs, even before the
+    # first line is printed: it always stops the server and exits cleanly.
     try:
+        if port and server.port != port:
+            click.echo(f"port {port} is in use; using {server.port} instead")
+        if not is_loopback(host):
+            click.echo(f"warning: serving on {host}: anyone who can reach this machine can read the preview", err=True)
+        _warn(secret_warnings())
+        click.echo(f"Previewing {issue} at {server.url}  (Ctrl-C to stop)")
+        for problem in server.preview.snapshot.errors:
+            click.echo(f"error: {problem}", err=True)
+        if open_browser:
+            webbrowser.open(server.url)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
