@@ -21,8 +21,10 @@ def cli() -> None:
 
 
 def _warn(problems: list[Problem]) -> None:
+    from .terminal import printable
+
     for problem in problems:
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(f"warning: {printable(str(problem))}", err=True)
 
 
 @cli.command()
@@ -162,8 +164,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
     from .commands.send import execute, require_secret
     from .terminal import printable
 
-    for notice in plan.notices:
-        click.echo(f"warning: {notice}", err=True)
+    _warn(list(plan.notices))
     skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
     if plan.uncertain and not plan.resend_uncertain:
         click.echo(
@@ -289,8 +290,9 @@ def status(issue: Path) -> None:
     from .terminal import printable
 
     found = ledger_status(issue)
-    for notice in found.notices:
-        click.echo(f"warning: {notice}", err=True)
+    _warn(found.notices)
+    if found.recorded_as:
+        click.echo(f"(the ledger's record of issue '{found.recorded_as.issue}', sent from {found.recorded_as.path})")
     for state, n in found.counts.items():
         click.echo(f"{state:>10}  {n}")
     if len(found.versions) > 1 or (found.versions and found.versions[0][0] != found.current):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .terminal import printable
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -49,8 +51,9 @@ class NewsletterError(click.ClickException):
         super().__init__("\n".join(str(p) for p in self.problems))
 
     def show(self, file=None) -> None:
+        # A file name, a list's header or a server's words may hold what a terminal would obey.
         for problem in self.problems:
-            click.echo(f"error: {problem}", err=True, file=file)
+            click.echo(f"error: {printable(str(problem))}", err=True, file=file)
 
 
 def _shown(path: Path) -> str:

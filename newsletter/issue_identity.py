@@ -1,15 +1,14 @@
 """Which issue a send belongs to, and whether it may go on.
 
-The ledger knows an issue by its identity: the `id:` in its file, or else
-the file's name. Once anyone has been sent an issue, a later run must be the
+The ledger knows an issue by its identity: the `id:` in its file, which a
+real send requires (a file's name changes with a rename). Once anyone has been sent an issue, a later run must be the
 same issue from the same file with the same content, or say plainly that it
 is not:
 
 - a file renamed or moved since (`--moved` continues its send from there);
 - a copy of it elsewhere, or another issue given the same `id:` (refused:
   they would share one record of who was mailed);
-- an issue that looks like one already sent under another identity (the
-  same title and date: most likely that file, renamed);
+- a file that was sent under another identity (its id changed since);
 - its content changed since the send began (`--changed-content` sends the
   rest the new version; `status` counts both).
 """
@@ -24,14 +23,24 @@ from pathlib import Path
 from .errors import NewsletterError, Problem
 from .ledger import SENDING, SENT, IssueRecord, Ledger
 from .render import Rendered
+from .slug import slug_for
 from .unsubscribe import secret_fingerprint
 
 
 @dataclass(frozen=True)
 class Admitted:
-    identity: str
-    content: str  # fingerprint of what is sent now
-    warnings: list[str]
+    """An issue cleared to be sent: what to record once the send is confirmed, and what to say first."""
+
+    record: IssueRecord
+    warnings: list[Problem]
+
+    @property
+    def identity(self) -> str:
+        return self.record.issue
+
+    @property
+    def content(self) -> str:
+        return self.record.content
 
 
 def fingerprint(rendered: Rendered) -> str:
@@ -58,31 +67,30 @@ def admit(
     changed_content: bool = False,
     secret: str | None = None,
 ) -> Admitted:
-    """Check the file against the ledger's record of its issue, then record it; refuses with what to do."""
+    """Check the file against the ledger's record of its issue; refuses with what to do.
+
+    Nothing is written: the record changes only once the send is confirmed
+    (`Ledger.record_issue`), so a run that is refused or answered "no" leaves
+    the next run's checks as they were.
+    """
     issue = rendered.issue
     identity = rendered.identity
     here = relative(issue_path, root)
-    content = fingerprint(rendered)
-    title, date = issue.title, issue.date.isoformat()
     record = ledger.issue_record(identity)
-    counts = ledger.counts(identity)
-    reached = counts[SENT] + counts[SENDING]
-    warnings: list[str] = []
+    reached = _reached(ledger, identity)
+    title, date = issue.title, issue.date.isoformat()
+    warnings: list[Problem] = []
+    if issue.id is None:
+        # A file's name is no identity: renamed, it would look like a new issue and mail everyone again.
+        raise NewsletterError(
+            Problem(
+                issue_path,
+                f"has no id: line. Add 'id: {json.dumps(identity, ensure_ascii=False)}' at its top before sending: "
+                "the send ledger knows an issue by it, so that a renamed or moved file is never mailed twice",
+            )
+        )
     if record is None and not reached:
-        other = ledger.same_title_and_date(identity, title, date)
-        if other is not None:
-            explicit = (
-                f"its id is '{identity}'" if issue.id else f"it has no id: and so is known by its name, '{identity}'"
-            )
-            raise NewsletterError(
-                Problem(
-                    issue_path,
-                    f"looks like issue '{other.issue}' (the same title and date), which was sent from {other.path}; "
-                    f"but {explicit}, so sending it would mail everyone again. If this file is that issue "
-                    f"renamed, add 'id: {other.issue}' to it to continue that send; if it is another issue, "
-                    "give it another title or date",
-                )
-            )
+        _refuse_a_sent_issue_under_a_new_identity(ledger, issue_path, here, identity)
     elif record is not None and reached:
         if record.path != here:
             earlier = root / record.path
@@ -104,7 +112,7 @@ def admit(
                         "--moved to continue its send from here",
                     )
                 )
-        if record.content != content and not changed_content:
+        if record.content != fingerprint(rendered) and not changed_content:
             raise NewsletterError(
                 Problem(
                     issue_path,
@@ -116,13 +124,37 @@ def admit(
             )
         if secret is not None and record.secret is not None and record.secret != secret_fingerprint(secret):
             warnings.append(
-                "NEWSLETTER_SECRET is not the key the earlier run of this issue signed its links with: the "
-                "unsubscribe links already sent stop working wherever only the new key is known"
+                Problem(
+                    ledger.path,
+                    "NEWSLETTER_SECRET is not the key the earlier run of this issue signed its links with: the "
+                    "unsubscribe links already sent stop working wherever only the new key is known",
+                )
             )
-    ledger.record_issue(
-        IssueRecord(identity, here, title, date, content, secret_fingerprint(secret) if secret else None)
-    )
-    return Admitted(identity, content, warnings)
+    signed = secret_fingerprint(secret) if secret else None
+    return Admitted(IssueRecord(identity, here, title, date, fingerprint(rendered), signed), warnings)
+
+
+def _refuse_a_sent_issue_under_a_new_identity(ledger: Ledger, issue_path: Path, here: str, identity: str) -> None:
+    """A new identity for a file the ledger knows as a sent issue would mail everyone again."""
+    slug = slug_for(issue_path)
+    same_file = ledger.issue_sent_from(here)
+    if same_file is None and slug != identity and ledger.issue_record(slug) is None and _reached(ledger, slug):
+        # Sent by an earlier version, which knew issues by their file name and recorded no path.
+        same_file = IssueRecord(slug, here, "", "", "", None)
+    if same_file is not None and same_file.issue != identity and _reached(ledger, same_file.issue):
+        raise NewsletterError(
+            Problem(
+                issue_path,
+                f"was sent as issue '{same_file.issue}', but is now issue '{identity}': sending it would mail "
+                f"everyone again. Put back 'id: {same_file.issue}' to continue that send; if this is a new issue "
+                "in an old file, save it under a new name",
+            )
+        )
+
+
+def _reached(ledger: Ledger, identity: str) -> int:
+    counts = ledger.counts(identity)
+    return counts[SENT] + counts[SENDING]
 
 
 def relative(path: Path, root: Path) -> str:

@@ -226,18 +226,6 @@ class Ledger:
         return IssueRecord(*row) if row else None
 
     @_database_errors
-    def same_title_and_date(self, issue: str, title: str, date: str) -> IssueRecord | None:
-        """Another issue sent to someone with this title and date: most likely this file under an earlier name."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT issue, path, title, date, content, secret FROM issues "
-                "WHERE title = ? AND date = ? AND issue <> ? AND EXISTS (SELECT 1 FROM deliveries "
-                "WHERE deliveries.issue = issues.issue AND state IN (?, ?)) ORDER BY created LIMIT 1",
-                (title, date, issue, SENT, SENDING),
-            ).fetchone()
-        return IssueRecord(*row) if row else None
-
-    @_database_errors
     def issue_sent_from(self, path: str) -> IssueRecord | None:
         with self._lock:
             row = self._db.execute(

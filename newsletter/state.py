@@ -36,14 +36,14 @@ def ledger_path(root: Path) -> Path:
     return root / STATE_DIR / LEDGER_FILE
 
 
-def move_old_ledger(root: Path) -> str | None:
+def move_old_ledger(root: Path) -> Problem | None:
     """Move a ledger left in `outbox/` by earlier versions into `state/`; says what it did, if anything."""
     old = root / "outbox" / LEDGER_FILE
     if not old.is_file():
         return None
     new = ledger_path(root)
     if new.exists():
-        return f"{old} is an older send ledger and is not used: {new} is the record now"
+        return Problem(old, f"an older send ledger, not used: {new.relative_to(root)} is the record now")
     state_folder(root)
     # An older version's send may still be writing it; its claim is this lock.
     claim = try_lock(old.with_name(old.name + ".lock"))
@@ -66,4 +66,7 @@ def move_old_ledger(root: Path) -> str | None:
         for leftover in (old, old.with_name(old.name + "-wal"), old.with_name(old.name + "-shm")):
             leftover.unlink(missing_ok=True)
     old.with_name(old.name + ".lock").unlink(missing_ok=True)
-    return f"moved the send ledger from {old} to {new}, apart from build output, so cleaning outbox/ cannot lose it"
+    return Problem(
+        old,
+        f"moved the send ledger to {new.relative_to(root)}, apart from build output: cleaning outbox/ cannot lose it",
+    )

@@ -232,7 +232,7 @@ def edit_site(project, old: str, new: str) -> None:
 
 def issue_with_subject(project, subject: str):
     # A JSON string is a YAML double-quoted scalar.
-    return write_issue(project, f"subject: {json.dumps(subject, ensure_ascii=False)}\n" + MINIMAL.lstrip())
+    return write_issue(project, f"id: test\nsubject: {json.dumps(subject, ensure_ascii=False)}\n" + MINIMAL.lstrip())
 
 
 SENDER = " ".join(["Amnesty Crisis and Tactical Team"] * 40)  # 1,319 characters

@@ -56,7 +56,8 @@ def test_an_issue_file_whose_name_is_not_plain_is_refused_and_nothing_written(pr
     before = _files(project)
     result = run(*command, f"issues/{file}", *(["--to", to] if command[0] == "send" else []))
     assert result.exit_code == 1, result.output
-    assert result.output.splitlines() == [f"error: issues/{file}: {shown}; rename the file"]
+    escaped = file.replace("\t", "\\t")  # what a terminal would obey is escaped in the path too
+    assert result.output.splitlines() == [f"error: issues/{escaped}: {shown}; rename the file"]
     assert _files(project) == before
 
 

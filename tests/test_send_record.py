@@ -23,26 +23,26 @@ def _all_once(inbox, n: int) -> None:
     assert len(received) == n and set(received.values()) == {1}, received
 
 
-def test_a_renamed_issue_is_refused_and_continues_with_its_id(project, run, smtp_server, inbox):
+def test_a_real_send_needs_an_id_and_a_moved_file_continues_with_moved(project, run, smtp_server, inbox):
     first = write_issue(project, MINIMAL, "2021-06-draft.yaml")
     people = _list(project, 10)
+    refused = run("send", first, "--to", people, "--yes")
+    assert refused.exit_code == 1 and "has no id: line. Add 'id: \"2021-06-draft\"'" in refused.output
+    assert inbox.recipients() == {}
+    # A test copy or a dry run needs none: neither is recorded.
+    assert run("send", first, "--test", "advisor@example.org").exit_code == 0
+
+    first.write_text('id: "2021-06-draft"\n' + first.read_text(encoding="utf-8"), encoding="utf-8")
     assert run("send", first, "--to", people, "--yes", "--limit", "3").exit_code == 0
-
-    renamed = first.with_name("2021-06-summer.yaml")
-    first.rename(renamed)
-    refused = run("send", renamed, "--to", people, "--yes")
-    assert refused.exit_code == 1
-    assert "looks like issue '2021-06-draft'" in refused.output and "add 'id: 2021-06-draft'" in refused.output
-    assert len(inbox.recipients()) == 3
-
-    # Following the advice: the id names the send; the move must still be confirmed.
-    renamed.write_text("id: 2021-06-draft\n" + renamed.read_text(encoding="utf-8"), encoding="utf-8")
+    renamed = first.rename(first.with_name("2021-06-summer.yaml"))
     moved = run("send", renamed, "--to", people, "--yes")
     assert moved.exit_code == 1 and "--moved" in moved.output and "issues/2021-06-draft.yaml" in moved.output
     resumed = run("send", renamed, "--to", people, "--yes", "--moved")
     assert resumed.exit_code == 0, resumed.output
     assert "sent 7, failed 0" in resumed.output
-    _all_once(inbox, 10)
+    received = inbox.recipients()
+    assert received.pop("advisor@example.org") == 1  # the test copy
+    assert len(received) == 10 and set(received.values()) == {1}, received
     # From now on the new path is the issue's: no flag needed.
     again = run("send", renamed, "--to", people, "--yes")
     assert again.exit_code == 0 and "nothing to send: 10 already sent" in again.output
@@ -50,19 +50,32 @@ def test_a_renamed_issue_is_refused_and_continues_with_its_id(project, run, smtp
     assert re.search(r"sent\s+10\b", status.output), status.output
 
 
+def test_an_id_changed_after_a_send_is_refused(project, run, smtp_server, inbox):
+    issue = project / "issues" / f"{SEED}.yaml"
+    people = _list(project, 4)
+    assert run("send", issue, "--to", people, "--yes", "--limit", "2").exit_code == 0
+    issue.write_text(issue.read_text(encoding="utf-8").replace(f"id: {SEED}", "id: spring"), encoding="utf-8")
+    refused = run("send", issue, "--to", people, "--yes")
+    assert refused.exit_code == 1
+    assert f"was sent as issue '{SEED}', but is now issue 'spring'" in refused.output
+    assert f"Put back 'id: {SEED}'" in refused.output
+    assert len(inbox.recipients()) == 2
+    status = run("status", issue).output  # the record is found by the path it was sent from
+    assert f"the ledger's record of issue '{SEED}'" in status and re.search(r"sent\s+2\b", status)
+
+
 def test_a_copy_with_the_same_name_elsewhere_is_refused(project, run, smtp_server, inbox):
-    draft = write_issue(project, MINIMAL, "june.yaml")
     (project / "drafts").mkdir()
-    draft = draft.rename(project / "drafts" / "june.yaml")
+    draft = write_issue(project, "id: june\n" + MINIMAL, "june.yaml").rename(project / "drafts" / "june.yaml")
     assert run("send", draft, "--to", write_list(project, ["email", "advisor@example.com"]), "--yes").exit_code == 0
 
-    real = write_issue(project, MINIMAL, "june.yaml")
+    real = write_issue(project, "id: june\n" + MINIMAL, "june.yaml")
     everyone = write_list(project, ["email", "advisor@example.com", "r1@example.com"])
     refused = run("send", real, "--to", everyone, "--yes")
     assert refused.exit_code == 1
-    assert "is issue 'june', and so is drafts/june.yaml" in refused.output and "id:" in refused.output
+    assert "is issue 'june', and so is drafts/june.yaml" in refused.output and "own id:" in refused.output
     # Its own id: then everyone on the list gets the real issue, the draft's reader included.
-    real.write_text("id: june-real\ntitle: June for real\n" + MINIMAL.split("\n", 2)[2], encoding="utf-8")
+    real.write_text("id: june-real\n" + MINIMAL, encoding="utf-8")
     sent = run("send", real, "--to", everyone, "--yes")
     assert sent.exit_code == 0, sent.output
     assert inbox.recipients() == {"advisor@example.com": 2, "r1@example.com": 1}
@@ -184,7 +197,7 @@ def test_a_ledger_left_in_outbox_is_moved_and_cleaning_outbox_loses_nothing(proj
 
     resumed = run("send", issue, "--to", people, "--yes", "--limit", "2")
     assert resumed.exit_code == 0, resumed.output
-    assert "moved the send ledger from" in resumed.output and "outbox/ledger.sqlite3" in resumed.output
+    assert "outbox/ledger.sqlite3: moved the send ledger to state/ledger.sqlite3" in resumed.output
     assert not (project / "outbox" / "ledger.sqlite3").exists()
     assert (project / "state" / ".gitignore").read_text(encoding="utf-8").strip().endswith("*")
 
@@ -222,3 +235,40 @@ def test_a_full_disk_during_the_list_import_sends_nothing(project, run, smtp_ser
     assert "cannot write the send ledger (database or disk is full)" in result.output
     assert "Traceback" not in result.output
     assert inbox.recipients() == {}
+
+
+def test_a_send_answered_no_or_refused_leaves_the_record_as_it_was(project, run, smtp_server, inbox, monkeypatch):
+    from click.testing import CliRunner
+
+    from newsletter.__main__ import cli
+
+    issue = project / "issues" / f"{SEED}.yaml"
+    people = _list(project, 6)
+    assert run("send", issue, "--to", people, "--yes", "--limit", "3").exit_code == 0
+    issue.write_text(issue.read_text(encoding="utf-8").replace("brutal crackdown", "harsh crackdown"), "utf-8")
+    no = CliRunner().invoke(cli, ["send", str(issue), "--to", str(people), "--changed-content"], input="n\n")
+    assert no.exit_code == 1 and len(inbox.recipients()) == 3
+    key = os.environ["NEWSLETTER_SECRET"]
+    monkeypatch.setenv("NEWSLETTER_SECRET", "too-weak")
+    assert run("send", issue, "--to", people, "--yes", "--changed-content").exit_code == 1
+    monkeypatch.setenv("NEWSLETTER_SECRET", key)
+    # Neither the "no" nor the refused run made the edit the accepted version, or recorded the weak key.
+    again = run("send", issue, "--to", people, "--yes")
+    assert again.exit_code == 1 and "has changed since its send began" in again.output
+    assert "is not the key" not in again.output
+    assert len(inbox.recipients()) == 3
+
+
+def test_an_issue_an_earlier_version_sent_under_its_file_name_keeps_that_name(project, run, smtp_server, inbox):
+    issue = project / "issues" / f"{SEED}.yaml"
+    people = _list(project, 4)
+    assert run("send", issue, "--to", people, "--yes", "--limit", "2").exit_code == 0
+    with sqlite3.connect(project / LEDGER) as db:  # what an earlier version knew: rows under the file's name
+        db.execute("DROP TABLE issues")
+    issue.write_text(issue.read_text(encoding="utf-8").replace(f"id: {SEED}", "id: spring"), encoding="utf-8")
+    refused = run("send", issue, "--to", people, "--yes")
+    assert refused.exit_code == 1 and f"Put back 'id: {SEED}'" in refused.output
+    issue.write_text(issue.read_text(encoding="utf-8").replace("id: spring", f"id: {SEED}"), encoding="utf-8")
+    resumed = run("send", issue, "--to", people, "--yes")
+    assert resumed.exit_code == 0 and "sent 2, failed 0" in resumed.output
+    _all_once(inbox, 4)

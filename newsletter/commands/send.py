@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import smtplib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
 from ..errors import NewsletterError, Problem
-from ..issue_identity import admit, relative
-from ..ledger import FAILED, SENDING, SENT, Ledger
+from ..issue_identity import Admitted, admit, relative
+from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger
 from ..message import Envelope, Recipient
 from ..model import is_email_address
 from ..pipeline import Checked, check, slug_for
@@ -22,7 +21,14 @@ from ..sending import Options, Outcome, Sender
 from ..smtp import Settings, close, connect, shown_reply
 from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
-from ..unsubscribe import MAKE_SECRET, PREVIEW_SECRET, SECRET_ENV, secret_from_env, secret_problem
+from ..unsubscribe import (
+    MAKE_SECRET,
+    PREVIEW_SECRET,
+    SECRET_ENV,
+    secret_fingerprint,
+    secret_from_env,
+    secret_problem,
+)
 from .build import write_atomically
 
 SUPPRESSION_FILE = "suppressions.csv"
@@ -120,8 +126,7 @@ class Plan:
 
     checked: Checked
     ledger: Ledger
-    identity: str  # what the ledger knows the issue by
-    content: str  # fingerprint of the version sent now
+    admitted: Admitted  # which issue, which version: recorded once the send is confirmed
     to_send: int
     already_sent: int
     skipped: dict[str, int]  # duplicate, invalid, suppressed
@@ -129,7 +134,11 @@ class Plan:
     failed_before: int
     resend_uncertain: bool = False
     retry_failed: bool = False
-    notices: tuple[str, ...] = ()  # worth saying before the send starts
+    notices: tuple[Problem, ...] = ()  # worth saying before the send starts
+
+    @property
+    def identity(self) -> str:
+        return self.admitted.identity
 
 
 def plan_send(
@@ -173,8 +182,7 @@ def plan_send(
     return Plan(
         checked,
         ledger,
-        identity,
-        admitted.content,
+        admitted,
         to_send=to_send,
         already_sent=counts[SENT],
         skipped={k: counts[k] for k in (DUPLICATE, INVALID, SUPPRESSED)},
@@ -186,7 +194,7 @@ def plan_send(
     )
 
 
-def open_ledger(root: Path) -> tuple[list[str], Ledger]:
+def open_ledger(root: Path) -> tuple[list[Problem], Ledger]:
     """The project's send ledger in state/, moving one an earlier version left in outbox/."""
     moved = move_old_ledger(root)
     state_folder(root)
@@ -210,7 +218,9 @@ def execute(
     """
     secret = secret or require_secret()
     identity = plan.identity
-    # Only now, with the send confirmed, do earlier failures become sendable.
+    # Only now, with the send confirmed, is the issue recorded as sent from this file, with this content
+    # and key, and do earlier failures become sendable.
+    plan.ledger.record_issue(replace(plan.admitted.record, secret=secret_fingerprint(secret)))
     if plan.resend_uncertain:
         plan.ledger.reset(identity, SENDING)
     if plan.retry_failed:
@@ -219,7 +229,9 @@ def execute(
     rows = plan.ledger.pending(identity)
     if limit is not None:
         rows = islice(rows, limit)
-    outcome = Sender(envelope, settings, plan.ledger, secret, options, on_progress, content=plan.content).run(rows)
+    outcome = Sender(envelope, settings, plan.ledger, secret, options, on_progress, content=plan.admitted.content).run(
+        rows
+    )
     if not plan.ledger.intact():
         ledger = plan.ledger.path
         found = plan.ledger.restore()
@@ -255,14 +267,15 @@ def require_secret() -> str:
 
 @dataclass(frozen=True)
 class Status:
-    identity: str
+    identity: str  # the issue the ledger's figures are of
+    recorded_as: IssueRecord | None  # set when that is not what the file says: its id changed since
     counts: dict[str, int]
     failures: list[tuple[str, str, int, int]]
     uncertain: list[tuple[str, str, int, int]]
     invalid: list[tuple[str, str, int, int]]
     versions: list[tuple[str, int, float]]  # (content, recipients, first sent), oldest first
     current: str | None  # the content the latest run sent
-    notices: list[str]
+    notices: list[Problem]
 
 
 def status(issue_path: Path) -> Status:
@@ -276,19 +289,13 @@ def status(issue_path: Path) -> Status:
             raise NewsletterError(Problem(issue_path, "has not been sent yet: there is no send ledger"))
         notices.append(moved)
     with Ledger(ledger_path(root)) as ledger:
-        declared = _declared(issue_path)
-        identity = _text(declared.get("id")) or slug
-        # Found by its identity; else by the path it was sent from (its id has changed since), or by its
-        # title and date (the file was renamed since).
-        record = (
-            ledger.issue_record(identity)
-            or ledger.issue_sent_from(relative(issue_path, root))
-            or ledger.same_title_and_date(identity, _text(declared.get("title")), _text(declared.get("date")))
-        )
-        if record is not None:
-            identity = record.issue
+        declared = _declared_id(issue_path) or slug
+        # Known by its id or name; else by the path it was sent from, should its id have changed since.
+        record = ledger.issue_record(declared) or ledger.issue_sent_from(relative(issue_path, root))
+        identity = record.issue if record else declared
         return Status(
             identity,
+            record if record and record.issue != declared else None,
             ledger.counts(identity),
             ledger.rows_in(identity, FAILED),
             ledger.rows_in(identity, SENDING),
@@ -299,19 +306,16 @@ def status(issue_path: Path) -> Status:
         )
 
 
-def _declared(issue_path: Path) -> dict:
-    """The file's data, read leniently: status must work on an issue that no longer validates."""
+def _declared_id(issue_path: Path) -> str | None:
+    """The file's `id:`, read leniently: status must work on an issue that no longer validates."""
     from ..yamlsource import load
 
     try:
         data = load(issue_path, "issue file").data
     except NewsletterError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _text(value: object) -> str:
-    return str(value) if isinstance(value, (str, dt.date)) else ""
+        return None
+    found = data.get("id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 def _safe(address: str) -> str:
