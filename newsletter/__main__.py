@@ -157,10 +157,12 @@ def send(
         changed_content=changed_content,
     )
     with plan.ledger:
-        _send_planned(issue, to, plan, limit, Options(connections=connections, rate=rate), yes, ca_file)
+        _send_planned(issue, to, plan, limit, Options(connections=connections, rate=rate), yes, ca_file, suppressed)
 
 
-def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None) -> None:
+def _send_planned(
+    issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None, suppressed: Path | None
+) -> None:
     from .commands.send import execute, require_secret
     from .terminal import printable
 
@@ -212,7 +214,7 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         f"in all: {counts['sent']} sent, {counts['failed']} failed, {counts['pending']} still to send, "
         f"{counts['sending']} uncertain, skipped: {skipped}"
     )
-    resume = f"newsletter send {issue} --to {to}"
+    resume = _resume_command(issue, to, suppressed)
     if outcome.interrupted:
         raise NewsletterError(f"interrupted after the messages in flight were finished; resume with: {resume}")
     if outcome.stopped:
@@ -224,6 +226,16 @@ def _send_planned(issue: Path, to: Path, plan, limit: int | None, options, yes: 
         raise NewsletterError(f"{missed}: see newsletter status {issue}")
     if counts["failed"]:
         click.echo(f"see the failures with: newsletter status {issue}")
+
+
+def _resume_command(issue: Path, to: Path, suppressed: Path | None) -> str:
+    """The command that continues this send, quoted for a shell, with the list of who left."""
+    import shlex
+
+    words = ["newsletter", "send", str(issue), "--to", str(to)]
+    if suppressed is not None:
+        words += ["--suppressed", str(suppressed)]
+    return shlex.join(words)
 
 
 def _smtp_settings(issue: Path, ca_file: Path | None):

@@ -18,7 +18,6 @@ replaced under a running send (see `intact` and `restore`).
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
 
 from .errors import NewsletterError, Problem
+from .state import make_state_folder, try_lock
 from .subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, duplicate
 
 SENDING, SENT, FAILED = "sending", "sent", "failed"
@@ -113,15 +113,17 @@ def _database_errors(method: Callable[P, T]) -> Callable[P, T]:
 
 
 def ledger_problem(exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return (
-            f"the send ledger is damaged ({text}); nothing was sent. Restore it from a backup of state/ "
+            f"the send ledger is damaged ({exc}); nothing was sent. Restore it from a backup of state/ "
             "(it is the only record of who was mailed), or move it aside to start a new record"
         )
-    if "disk is full" in text or "disk I/O error" in text:
-        return f"cannot write the send ledger ({text}); free some space, then run the same command again"
-    return f"the send ledger cannot be used: {text}"
+    if code == sqlite3.SQLITE_FULL:
+        return f"cannot write the send ledger ({exc}); free some space, then run the same command again"
+    if code == sqlite3.SQLITE_IOERR:
+        return f"cannot read or write the send ledger ({exc}): is the disk full, or a file of state/ gone?"
+    return f"the send ledger cannot be used: {exc}"
 
 
 class Ledger:
@@ -141,8 +143,9 @@ class Ledger:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._add_later_columns()
-            # Which file this connection writes, to notice it being deleted or replaced.
-            self._file = _file_id(path)
+            # Which files this connection writes, to notice them being deleted or replaced: after the
+            # write-ahead log is gone, every commit lives only in this process.
+            self._files = _file_ids(path)
         except sqlite3.Error as exc:
             self._db.close()
             raise NewsletterError(Problem(path, ledger_problem(exc))) from None
@@ -165,7 +168,7 @@ class Ledger:
             )
 
     def close(self) -> None:
-        self._db.close()
+        self._db.close()  # closing twice is harmless
         if self._lock_file is not None:
             self._lock_file.close()  # releases the claim
             self._lock_file = None
@@ -186,7 +189,7 @@ class Ledger:
         next run would not know who was mailed.
         """
         try:
-            return _file_id(self.path) == self._file
+            return _file_ids(self.path) == self._files
         except OSError:
             return False
 
@@ -195,24 +198,40 @@ class Ledger:
 
         SQLite copies itself from the open connection, which still holds
         every row, the ones written after the file vanished included. The
-        ledger is closed afterwards: the send that noticed must stop.
+        ledger is closed afterwards (its claim released last, once the
+        record is back): the send that noticed must stop.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         copy = self.path.with_name(f".{self.path.name}.restoring-{os.getpid()}")
-        with self._lock:
-            target = sqlite3.connect(copy)
-            try:
-                self._db.backup(target)
-            finally:
-                target.close()
         moved = None
-        if self.path.exists():  # another file was put in its place: keep it, out of the way
-            moved = self.path.with_name(f"{self.path.name}.found-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(self.path, moved)
-        # Closing removes the connection's -wal and -shm files by name, so it
-        # must happen before the copy takes the name.
-        self.close()
-        os.replace(copy, self.path)
+        try:
+            make_state_folder(self.path.parent)
+            with self._lock:
+                target = sqlite3.connect(copy)
+                try:
+                    self._db.backup(target)
+                finally:
+                    target.close()
+            try:
+                ours = _file_ids(self.path)[0] == self._files[0]
+            except OSError:
+                ours = not self.path.exists()
+            if not ours:  # another file was put in its place: keep it, out of the way
+                moved = self.path.with_name(f"{self.path.name}.found-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(self.path, moved)
+            # Closing removes the connection's -wal and -shm files by name, so it
+            # must happen before the copy takes the name.
+            self._db.close()
+            os.replace(copy, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise NewsletterError(
+                Problem(
+                    self.path,
+                    f"was deleted or replaced during the send, and writing it back failed ({exc}). Do not "
+                    f"resume before you have put the record back: a partial copy may be at {copy.name}",
+                )
+            ) from None
+        finally:
+            self.close()
         return moved
 
     # -- issues ------------------------------------------------------------
@@ -306,11 +325,11 @@ class Ledger:
                         email = excluded.email, name = excluded.name, fields = excluded.fields,
                         line = excluded.line, updated = excluded.updated, listed = 1,
                         -- whoever unsubscribed since the last run is never mailed, whatever
-                        -- became of their earlier attempts; one no longer suppressed is again
+                        -- became of their earlier attempts; and once suppressed for an issue,
+                        -- always: a resume without the suppression list must not mail them
                         state = CASE
-                            WHEN deliveries.state = 'sent' THEN 'sent'
+                            WHEN deliveries.state IN ('sent', 'suppressed') THEN deliveries.state
                             WHEN excluded.state = 'suppressed' THEN 'suppressed'
-                            WHEN deliveries.state = 'suppressed' THEN 'pending'
                             ELSE deliveries.state END,
                         reply = CASE
                             WHEN deliveries.state <> 'sent' AND excluded.state = 'suppressed'
@@ -394,20 +413,13 @@ _INSERT = (
 )
 
 
-def try_lock(path: Path) -> IO[str] | None:
-    """An exclusive claim on `path`, held while the returned file is open; None if another process holds it."""
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
+def _file_ids(path: Path) -> tuple[tuple[int, int], ...]:
+    """The database file and its write-ahead log, as (device, inode)."""
+    return tuple((found.st_dev, found.st_ino) for found in map(os.stat, (path, _wal(path))))
 
 
-def _file_id(path: Path) -> tuple[int, int]:
-    found = os.stat(path)
-    return found.st_dev, found.st_ino
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
 
 
 class _Transaction:

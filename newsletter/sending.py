@@ -77,6 +77,8 @@ class Sender:
         self.outcome = Outcome()
         self._lock = threading.Lock()
         self._in_a_row = 0
+        self._running = 0  # workers not yet finished
+        self._finished = threading.Condition()
         self._next_slot = 0.0
 
     def run(self, rows: Iterator[Row]) -> Outcome:
@@ -87,6 +89,7 @@ class Sender:
             threading.Thread(target=self._work, args=(work,), name=f"smtp-{i}", daemon=True)
             for i in range(self.options.connections)
         ]
+        self._running = len(workers)
         for worker in workers:
             worker.start()
         try:
@@ -101,27 +104,38 @@ class Sender:
                 if self.stop.is_set():
                     break
             for _ in workers:
-                while any(w.is_alive() for w in workers):
+                while self._workers_running():
                     self._watch_ledger()
                     try:
                         work.put(None, timeout=0.2)
                         break
                     except queue.Full:
                         continue
-            while any(w.is_alive() for w in workers):
+            while self._workers_running(wait=0.2):
                 self._watch_ledger()
-                for worker in workers:
-                    worker.join(timeout=0.2)
         except KeyboardInterrupt:
             # Stop after the messages in flight; their rows are marked as
             # they finish. A second Ctrl-C ends the process at once.
             self.outcome.interrupted = True
             self.stop.set()
             _wake(work, len(workers))
-            for worker in workers:
-                worker.join()
+            while self._workers_running(wait=None):
+                pass
         self.outcome.elapsed = time.monotonic() - started
         return self.outcome
+
+    def _workers_running(self, wait: float | None = 0.0) -> bool:
+        """Whether a worker is still at work, after waiting up to `wait` seconds (None: until none is).
+
+        Counted by the workers themselves rather than asked of `Thread`: a
+        Ctrl-C that lands inside `Thread.join` can leave a thread that is
+        still sending marked as finished (Python 3.11), and the process
+        would end in the middle of a message.
+        """
+        with self._finished:
+            if wait != 0.0:
+                self._finished.wait_for(lambda: self._running == 0, wait)
+            return self._running > 0
 
     def _watch_ledger(self) -> None:
         """Stop if the ledger's file is gone: whatever is sent now, the next run would not know.
@@ -148,6 +162,9 @@ class Sender:
         finally:
             if smtp is not None:
                 close(smtp)
+            with self._finished:
+                self._running -= 1
+                self._finished.notify_all()
 
     def _deliver(self, row: Row, smtp: smtplib.SMTP | None) -> smtplib.SMTP | None:
         recipient = Recipient(row.email, row.name, row.fields)

@@ -7,12 +7,13 @@ record of who was mailed must survive that. `state/` gets its own
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 from .errors import NewsletterError, Problem
-from .ledger import try_lock
 
 STATE_DIR = "state"
 LEDGER_FILE = "ledger.sqlite3"
@@ -21,7 +22,10 @@ _GITIGNORE = "# Written by newsletter: who was mailed. It is personal data: neve
 
 def state_folder(root: Path) -> Path:
     """`root/state/`, made (with its .gitignore) if it is not there yet."""
-    folder = root / STATE_DIR
+    return make_state_folder(root / STATE_DIR)
+
+
+def make_state_folder(folder: Path) -> Path:
     try:
         folder.mkdir(exist_ok=True)
         ignore = folder / ".gitignore"
@@ -70,3 +74,14 @@ def move_old_ledger(root: Path) -> Problem | None:
         old,
         f"moved the send ledger to {new.relative_to(root)}, apart from build output: cleaning outbox/ cannot lose it",
     )
+
+
+def try_lock(path: Path) -> IO[str] | None:
+    """An exclusive claim on `path`, held while the returned file is open; None if another process holds it."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle

@@ -28,9 +28,11 @@ FIFO) ends in an error naming it, not in a hang or a full memory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from email.utils import getaddresses
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import NewsletterError, Problem
+from .files import open_regular
 from .model import is_email_address
 from .yamlsource import MAX_BYTES
 
@@ -79,7 +82,7 @@ class Entry:
     @property
     def key(self) -> str:
         """Two rows whose addresses differ only in letter case are one subscriber."""
-        return self.email.lower()
+        return address_key(self.email)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def read_suppressions(path: Path | None) -> set[str]:
         elif not _ONE_ADDRESS.fullmatch(address):
             problem = f"'{_shown(row.address)}' is not an email address"
         else:
-            found.add(address.lower())
+            found.add(address_key(address))
             continue
         problems.append(Problem(path, problem, row.line))
     if len(problems) > MAX_PROBLEMS:
@@ -136,14 +139,7 @@ def read_subscribers(path: Path, suppressed: set[str] | None = None, *, dedupe: 
     space, not worth losing a subscriber over.
     """
     suppressed = suppressed or set()
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except FileNotFoundError:
-        raise NewsletterError(Problem(path, "no such subscriber list")) from None
-    except IsADirectoryError:
-        raise NewsletterError(Problem(path, "is a folder, not a file")) from None
-    except OSError as exc:
-        raise NewsletterError(Problem(path, f"cannot read: {exc.strerror}")) from None
+    handle = io.TextIOWrapper(open_regular(path, "subscriber list"), encoding="utf-8-sig", newline="")
     with handle:
         seen: set[str] = set()
         for row in _rows(path, handle, empty_ok=False):
@@ -348,6 +344,22 @@ def _split(value: str) -> tuple[str, str]:
     return pairs[0]
 
 
+def address_key(address: str) -> str:
+    """What an address is compared by: letter case, invisible characters and the domain's script aside.
+
+    A suppression list pasted from a web page or a document carries zero-width
+    spaces, word joiners and soft hyphens that no one sees; an international
+    domain may be written in its own script or in its xn-- form. Either way,
+    the person who left must match.
+    """
+    address = "".join(c for c in address if unicodedata.category(c) != "Cf").strip().lower()
+    local, at, domain = address.rpartition("@")
+    if at and not domain.isascii():
+        with contextlib.suppress(UnicodeError):  # not a domain IDNA can write: compared as written
+            domain = domain.encode("idna").decode("ascii")
+    return f"{local}{at}{domain}"
+
+
 def _address_control(address: str) -> str | None:
     """Why `address` is refused for a control character, if it has one."""
     control = _CONTROL.search(address)
@@ -376,10 +388,8 @@ def _shown(value: str, limit: int = 80) -> str:
 def _read_bounded(path: Path) -> str:
     """The whole suppression list, reading at most one byte past the limit: /dev/zero and FIFOs have no size."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path, "suppression list") as handle:
             data = handle.read(MAX_SUPPRESSION_BYTES + 1)
-    except IsADirectoryError:
-        raise NewsletterError(Problem(path, "is a folder, not a file")) from None
     except OSError as exc:
         raise NewsletterError(Problem(path, f"cannot read: {exc.strerror}")) from None
     if len(data) > MAX_SUPPRESSION_BYTES:

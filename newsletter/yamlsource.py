@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import NewsletterError, Problem
+from .files import open_regular
 
 MAX_BYTES = 1_000_000
 # Aliases can make a small file expand exponentially ("billion laughs").
@@ -76,19 +76,8 @@ def field_name(loc: Loc) -> str:
 
 def read_text(path: Path, what: str = "file") -> str:
     """The file's text, refusing what is missing, huge, not a regular file or not UTF-8."""
-    try:
-        # Non-blocking, so that opening a FIFO returns at once instead of waiting for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise NewsletterError(Problem(path, f"no such {what}")) from None
-    except OSError as exc:
-        raise NewsletterError(Problem(path, f"cannot read {what}: {exc.strerror}")) from None
-    with open(fd, "rb") as f:
-        found = os.fstat(fd)
-        if stat.S_ISDIR(found.st_mode):
-            raise NewsletterError(Problem(path, f"is a folder, not a {what}"))
-        if not stat.S_ISREG(found.st_mode):  # /dev/zero, a FIFO, a terminal: reads that never end or never come
-            raise NewsletterError(Problem(path, f"is {_kind(found.st_mode)}, not a regular file"))
+    with open_regular(path, what) as f:
+        found = os.fstat(f.fileno())
         if found.st_size > MAX_BYTES:
             raise NewsletterError(Problem(path, f"{found.st_size:,} bytes is too large (the limit is {MAX_BYTES:,})"))
         try:
@@ -107,14 +96,6 @@ def read_text(path: Path, what: str = "file") -> str:
         raise NewsletterError(
             Problem(path, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8", line, col)
         ) from None
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a device"
 
 
 def load(path: Path, what: str = "file") -> Source:

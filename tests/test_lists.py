@@ -136,7 +136,22 @@ def test_a_wrong_file_as_suppression_list_shows_its_first_bad_lines_not_all(tmp_
 def test_an_address_the_tool_would_never_send_to_is_still_suppressed(tmp_path):
     # Stricter than needed would stop the send over a harmless line.
     path = _file(tmp_path, "email\nzoë@exämple.com\nANN@example.com\n")
-    assert read_suppressions(path) == {"zoë@exämple.com", "ann@example.com"}
+    assert read_suppressions(path) == {"zoë@xn--exmple-cua.com", "ann@example.com"}  # the domain as sent to
+
+
+def test_invisible_characters_and_a_domain_in_its_own_script_still_suppress(project, run, smtp_server, inbox):
+    # Pasted from a web page or a document: a zero-width space, a word joiner, a soft hyphen.
+    people = write_list(
+        project,
+        ["email", "ann@example.com", "bob@example.com", "cat@example.com", "dan@xn--exmple-cua.com", "ok@x.org"],
+    )
+    (project / "suppressions.csv").write_text(
+        "email\nann@example.com\u200b\n\u2060bob@example.com\nc\u00adat@example.com\ndan@exämple.com\n",
+        encoding="utf-8",
+    )
+    result = run("send", f"issues/{SEED}.yaml", "--to", people, "--yes")
+    assert result.exit_code == 0, result.output
+    assert set(inbox.recipients()) == {"ok@x.org"}
 
 
 @pytest.mark.parametrize("header", ["email,name,email", "Email,Name,E-mail Address", "email,City,city"])
@@ -150,7 +165,7 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path, header):
 def test_a_suppression_folder_is_an_error_not_a_traceback(tmp_path):
     (tmp_path / "suppressions.csv").mkdir()
     assert _problems(tmp_path / "suppressions.csv", read_suppressions) == [
-        f"{tmp_path / 'suppressions.csv'}: is a folder, not a file"
+        f"{tmp_path / 'suppressions.csv'}: is a folder, not a suppression list"
     ]
 
 
@@ -280,14 +295,14 @@ def _cli(project: Path, *args: str, timeout: float = 60) -> subprocess.Completed
 def test_dev_zero_as_the_subscriber_list(project):
     result = _cli(project, "send", ISSUE, "--to", "/dev/zero", "--dry-run")
     assert result.returncode == 1, result.stderr
-    assert result.stderr == "error: /dev/zero:1: a line longer than 1,000,000 characters: is this the right file?\n"
+    assert result.stderr == "error: /dev/zero: is a device, not a regular file\n"
 
 
 def test_dev_zero_as_the_suppression_list(project):
     write_list(project, ["email", "ann@example.com"])
     result = _cli(project, "send", ISSUE, "--to", "list.csv", "--suppressed", "/dev/zero", "--dry-run")
     assert result.returncode == 1, result.stderr
-    assert result.stderr == "error: /dev/zero: too large for a suppression list (over 50,000,000 bytes)\n"
+    assert result.stderr == "error: /dev/zero: is a device, not a regular file\n"
 
 
 @pytest.mark.skipif(not shutil.which("yes"), reason="needs yes(1)")
@@ -302,32 +317,26 @@ def test_an_endless_fifo_as_the_suppression_list(project):
         writer.kill()
         writer.wait()
     assert result.returncode == 1, result.stderr
-    assert result.stderr == "error: suppressions.csv: too large for a suppression list (over 50,000,000 bytes)\n"
+    assert result.stderr == "error: suppressions.csv: is a named pipe (FIFO), not a regular file\n"
 
 
-@pytest.mark.skipif(not shutil.which("yes"), reason="needs yes(1)")
-def test_an_endless_fifo_of_rows_as_the_subscriber_list(project):
-    fifo = project / "list.csv"
-    os.mkfifo(fifo)
-    writer = subprocess.Popen(["sh", "-c", 'exec yes ann@example.com > "$1"', "sh", str(fifo)])
+def test_a_list_past_the_bound_ends_in_an_error(project):
+    huge = project / "list.csv"
+    huge.write_text("ann@example.com\n" * 70_000, encoding="utf-8")
     # The real bound is far above any list; a small one shows it holds without reading gigabytes.
     code = (
         "import sys; from pathlib import Path; import newsletter.subscribers as s; s.MAX_LIST_CHARS = 1_000_000\n"
         "try:\n    sum(1 for _ in s.read_subscribers(Path(sys.argv[1])))\n"
         "except s.NewsletterError as e:\n    print(e)"
     )
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", code, str(fifo)],
-            cwd=project,
-            env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        writer.kill()
-        writer.wait()
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(huge)],
+        cwd=project,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.stdout == "list.csv:62501: the list is longer than 1,000,000 characters: is this the right file?\n"
 
 
@@ -371,7 +380,7 @@ def test_suppressions_folder_and_long_fields_are_one_line_errors(project, run):
     path = write_list(project, ["email", "ann@example.com"])
     (project / "suppressions.csv").mkdir()
     result = run("send", ISSUE, "--to", path, "--dry-run")
-    assert (result.exit_code, result.output) == (1, "error: suppressions.csv: is a folder, not a file\n")
+    assert (result.exit_code, result.output) == (1, "error: suppressions.csv: is a folder, not a suppression list\n")
     (project / "suppressions.csv").rmdir()
     long = write_list(project, ["email," + "x" * 200_000, "ann@example.com,1"], "long.csv")
     result = run("send", ISSUE, "--to", long, "--dry-run")

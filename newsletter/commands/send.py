@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import smtplib
 from collections import Counter
@@ -11,6 +12,7 @@ from itertools import islice
 from pathlib import Path
 
 from ..errors import NewsletterError, Problem
+from ..files import open_regular
 from ..issue_identity import Admitted, admit, relative
 from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger
 from ..message import Envelope, Recipient
@@ -36,11 +38,14 @@ TEST_PREFIX = "[TEST] "
 
 
 def suppression_path(checked: Checked, given: Path | None) -> Path | None:
+    """The list of who left: the one given, or the project's suppressions.csv if there is one."""
     if given is not None:
         if not given.exists():
             raise NewsletterError(Problem(given, "no such suppression list"))
         return given
     default = checked.project.root / SUPPRESSION_FILE
+    if default.is_symlink() and not default.exists():  # a link to a drive not mounted: never "no list"
+        raise NewsletterError(Problem(default, f"links to {os.readlink(default)}, which cannot be read"))
     return default if default.exists() else None
 
 
@@ -279,7 +284,8 @@ class Status:
 
 
 def status(issue_path: Path) -> Status:
-    """The ledger's view of one issue; no need for the issue to be valid now."""
+    """The ledger's view of one issue; no need for the issue to be valid now, but it must be there."""
+    open_regular(issue_path, "issue file").close()  # a typo in the name must not read as "not sent yet"
     root = open_project(issue_path).root
     slug = slug_for(issue_path)
     notices = []
