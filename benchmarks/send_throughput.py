@@ -93,7 +93,7 @@ def newsletter_send(project: Path, port: int, connections: int) -> tuple[float, 
         NEWSLETTER_SMTP_SECURITY="none",
         NEWSLETTER_SECRET=secrets.token_urlsafe(32),  # a weak key is refused
     )
-    (project / "outbox" / "ledger.sqlite3").unlink(missing_ok=True)
+    shutil.rmtree(project / "state", ignore_errors=True)  # a first send, every time
     command = [
         sys.executable,
         "-m",

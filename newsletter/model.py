@@ -128,7 +128,7 @@ WebUrl = Annotated[str, AfterValidator(_web_url)]
 Email = Annotated[str, AfterValidator(_email)]
 Lang = Annotated[str, AfterValidator(_lang), Field(description="BCP 47 language tag, e.g. en, fr-CA")]
 Colour = Annotated[str, StringConstraints(pattern=_COLOUR.pattern)]
-IssueId = Annotated[str, StringConstraints(max_length=100), AfterValidator(_issue_id)]
+IssueId = Annotated[str, AfterValidator(_issue_id)]
 Hashtag = Annotated[str, StringConstraints(pattern=r"^[^\s#]+$"), Field(description="without the leading #")]
 
 
@@ -177,7 +177,7 @@ class Issue(_Strict):
 
     id: IssueId | None = Field(
         None,
-        description="what the send ledger knows this issue by; defaults to the file's name. "
+        description="what the send ledger knows this issue by; a real send needs it. "
         "Keep it when you rename the file; give every issue its own",
     )
     title: Line

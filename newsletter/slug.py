@@ -18,10 +18,15 @@ from .errors import NewsletterError, Problem
 _NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
+MAX_LENGTH = 100  # a folder name, a part of every Message-ID, a key people type
+
+
 def why_not_a_name(name: str) -> str | None:
     """Why `name` cannot name an issue, or None when it is a plain name."""
     if not name:
         return "it is empty"
+    if len(name) > MAX_LENGTH:
+        return f"it is longer than {MAX_LENGTH} characters"
     if name.startswith("."):  # also '.' and '..'; and hidden files are easy to lose
         return "it starts with '.'"
     for slash in "/\\":

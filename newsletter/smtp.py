@@ -197,10 +197,14 @@ def redact(text: str, settings: Settings) -> str:
         base64.b64encode(password).decode(),  # the AUTH LOGIN password line
         base64.b64encode(b"\0" + user + b"\0" + password).decode(),  # the AUTH PLAIN initial response
     ]
-    # The clear password as a server that decoded it may repeat it; base64 with and without its
-    # padding; the longest first, so that no part of a longer form is left behind.
-    forms = sorted({settings.password, *encoded, *(e.rstrip("=") for e in encoded)}, key=len, reverse=True)
-    return re.sub("|".join(map(re.escape, forms)), "***", text, flags=re.IGNORECASE)
+    # Base64 with and without its padding, as sent (it is case-sensitive); the longest first, so
+    # that no part of a longer form is left behind.
+    forms = sorted({*encoded, *(e.rstrip("=") for e in encoded)}, key=len, reverse=True)
+    text = re.sub("|".join(map(re.escape, forms)), "***", text)
+    # The clear password as a server that decoded it may repeat it, in any letter case; a short one
+    # only as written, or every reply would lose its letters and digits to the stars.
+    clear = re.escape(settings.password)
+    return re.sub(clear, "***", text, flags=re.IGNORECASE if len(settings.password) >= 8 else 0)
 
 
 def _open(settings: Settings) -> smtplib.SMTP:

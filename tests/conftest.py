@@ -83,20 +83,3 @@ def write_list(folder: Path, rows: list[str], name: str = "list.csv") -> Path:
     path = folder / name
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A real filesystem of 256 KB that fills up: a tmpfs mount (the suite runs as root, as CI does)."""
-    import subprocess
-
-    mount = tmp_path / "tiny-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, f"mounting a tmpfs needs root: {done.stderr}"
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -3,68 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from .conftest import REPO, SEED, write_list
+from .conftest import SEED, write_list
+from .small_disk import SmallDisk, cli, small_disk
 
 ISSUE = f"issues/{SEED}.yaml"
-
-
-@dataclass(frozen=True)
-class SmallDisk:
-    folder: Path
-    size: int
-    file_limit: int | None  # set when no filesystem could be mounted: the CLI then runs under RLIMIT_FSIZE
-    says: str  # the operating system's words for the failure
-
-
-@contextlib.contextmanager
-def small_disk(where: Path, size: int, file_limit: int = 64 * 1024) -> Iterator[SmallDisk]:
-    """A real filesystem of `size` bytes at `where` (a tmpfs: needs root, as here and in CI).
-
-    Elsewhere the CLI runs with a cap of `file_limit` bytes on each file it writes, which fails writes the same way.
-    """
-    where.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]).returncode == 0
-    except OSError:
-        mounted = False
-    try:
-        if mounted:
-            yield SmallDisk(where, size, None, "No space left on device")
-        else:
-            yield SmallDisk(where, size, file_limit, "File too large")
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(where)], check=True)
-
-
-def cli(disk: SmallDisk, cwd: Path, *args: object) -> subprocess.CompletedProcess[str]:
-    def limit_file_size() -> None:
-        if disk.file_limit is not None:
-            import resource
-            import signal
-
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
-            resource.setrlimit(resource.RLIMIT_FSIZE, (disk.file_limit, disk.file_limit))
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=limit_file_size,
-    )
 
 
 def the_one_error(done: subprocess.CompletedProcess[str], disk: SmallDisk, folder: str) -> str:
