@@ -21,8 +21,8 @@ from email.utils import formatdate
 
 from .errors import NewsletterError
 from .model import HEADER_LINE_MAX
+from .personalise import Slotted
 from .render import Rendered
-from .slots import Slotted
 from .unsubscribe import unsubscribe_url
 
 CRLF = "\r\n"

@@ -23,7 +23,7 @@ from mjml import mjml2html
 from . import markdown
 from .errors import NewsletterError, Problem
 from .model import Issue, Site
-from .slots import SlotRegistry, Slotted, SubscriberFields
+from .personalise import SlotRegistry, Slotted, SubscriberFields
 
 HTML_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"

@@ -10,10 +10,10 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from newsletter.personalise import SlotRegistry, SubscriberFields
 from newsletter.pipeline import check
 from newsletter.preview import Preview
 from newsletter.render import STATUS_LABELS, environment
-from newsletter.slots import SlotRegistry, SubscriberFields
 
 from .conftest import SEED
 
