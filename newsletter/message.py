@@ -36,8 +36,11 @@ class Recipient:
 
 
 @dataclass(frozen=True)
-class Envelope:
-    """What is the same in every message of one issue."""
+class Composer:
+    """Composes each subscriber's message from the parts prepared once per issue.
+
+    (Not an "envelope": in SMTP that is MAIL FROM and RCPT TO, apart from the message.)
+    """
 
     rendered: Rendered
     headers: str  # the common header block, CRLF-terminated lines
@@ -48,7 +51,7 @@ class Envelope:
     test: bool = False
 
     @classmethod
-    def prepare(cls, rendered: Rendered, subject_prefix: str = "", *, test: bool = False) -> Envelope:
+    def prepare(cls, rendered: Rendered, subject_prefix: str = "", *, test: bool = False) -> Composer:
         site = rendered.site
         subject = subject_prefix + rendered.issue.subject_line
         lines = [

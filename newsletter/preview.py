@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import NewsletterError
 from .lint import GMAIL_CLIP_BYTES
-from .message import Envelope, Recipient
+from .message import Composer, Recipient
 from .pipeline import check
 from .project import SITE_FILE, find_root, templates_for
 from .subscribers import read_subscribers
@@ -77,9 +77,9 @@ class Preview:
         previous = self.snapshot
         try:
             checked = check(self.issue)
-            envelope = Envelope.prepare(checked.rendered)
+            composer = Composer.prepare(checked.rendered)
             recipient = self._recipient(checked.project.site.sample_recipient)
-            values = envelope.values(recipient, secret_from_env() or PREVIEW_SECRET)
+            values = composer.values(recipient, secret_from_env() or PREVIEW_SECRET)
             site = checked.project.site
             snapshot = Snapshot(
                 version=previous.version + 1,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import NewsletterError
 from .ledger import FAILED, SENDING, SENT, Ledger, Row
-from .message import Envelope, Recipient
+from .message import Composer, Recipient
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
 from .subscribers import PENDING
 
@@ -56,7 +56,7 @@ class _Unanswered(Exception):
 class Sender:
     def __init__(
         self,
-        envelope: Envelope,
+        composer: Composer,
         settings: Settings,
         ledger: Ledger,
         secret: str,
@@ -65,14 +65,14 @@ class Sender:
         *,
         content: str | None = None,
     ) -> None:
-        self.envelope = envelope
+        self.composer = composer
         self.content = content  # which version of the issue each recipient gets, for the ledger
         self.settings = settings
         self.ledger = ledger
         self.secret = secret
         self.options = options
         self.on_progress = on_progress or (lambda n: None)
-        self.sender_address = envelope.rendered.site.from_.email
+        self.sender_address = composer.rendered.site.from_.email
         self.stop = threading.Event()
         self.outcome = Outcome()
         self._lock = threading.Lock()
@@ -169,7 +169,7 @@ class Sender:
     def _deliver(self, row: Row, smtp: smtplib.SMTP | None) -> smtplib.SMTP | None:
         recipient = Recipient(row.email, row.name, row.fields)
         try:
-            message = self.envelope.compose(recipient, self.envelope.values(recipient, self.secret))
+            message = self.composer.compose(recipient, self.composer.values(recipient, self.secret))
         except NewsletterError as exc:
             self.ledger.mark(row.id, FAILED, str(exc), attempt=True)
             self._count(ok=False, reply=str(exc))

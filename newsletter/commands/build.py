@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import NewsletterError, Problem
-from ..message import Envelope, Recipient
+from ..message import Composer, Recipient
 from ..pipeline import Checked, check
 from ..unsubscribe import PREVIEW_SECRET, secret_from_env
 
@@ -16,14 +16,14 @@ def build(issue_path: Path, out: Path | None = None) -> tuple[Checked, list[Path
     """Write the three files to `out` (default: outbox/<slug>/) and return their paths."""
     checked = check(issue_path)
     folder = out if out is not None else checked.project.outbox / checked.rendered.slug
-    envelope = Envelope.prepare(checked.rendered)
+    composer = Composer.prepare(checked.rendered)
     site = checked.project.site
     recipient = Recipient(site.sample_recipient)
-    values = envelope.values(recipient, secret_from_env() or PREVIEW_SECRET)
+    values = composer.values(recipient, secret_from_env() or PREVIEW_SECRET)
     files = {
         "email.html": checked.rendered.html.fill(values).encode("utf-8"),
         "email.txt": checked.rendered.text.fill(values).encode("utf-8"),
-        "email.eml": envelope.compose(recipient, values),
+        "email.eml": composer.compose(recipient, values),
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)

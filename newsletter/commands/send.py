@@ -15,7 +15,7 @@ from ..errors import NewsletterError, Problem
 from ..files import open_regular
 from ..issue_identity import Admitted, admit, relative
 from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger
-from ..message import Envelope, Recipient
+from ..message import Composer, Recipient
 from ..model import is_email_address
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
@@ -59,7 +59,7 @@ class DryRun:
 def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed: Path | None = None) -> DryRun:
     """Write every message as .eml under outbox/<slug>/dry-run/; connect to nothing, record nothing."""
     checked = check(issue_path)
-    envelope = Envelope.prepare(checked.rendered)
+    composer = Composer.prepare(checked.rendered)
     secret = secret_from_env() or PREVIEW_SECRET
     folder = checked.project.outbox / checked.rendered.slug / "dry-run"
     shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
@@ -78,7 +78,7 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
         recipient = Recipient(entry.email, entry.name, entry.fields)
         written += 1
         name = f"{written:06d}-{_safe(entry.email)}.eml"
-        write_atomically(folder / name, envelope.compose(recipient, envelope.values(recipient, secret)))
+        write_atomically(folder / name, composer.compose(recipient, composer.values(recipient, secret)))
     return DryRun(folder, written, skipped)
 
 
@@ -104,9 +104,9 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> list[Proble
             )
         )
     checked = check(issue_path)
-    envelope = Envelope.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
+    composer = Composer.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
     recipient = Recipient(address)
-    message = envelope.compose(recipient, envelope.values(recipient, secret))
+    message = composer.compose(recipient, composer.values(recipient, secret))
     smtp = connect(settings)
     try:
         refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
@@ -230,11 +230,11 @@ def execute(
         plan.ledger.reset(identity, SENDING)
     if plan.retry_failed:
         plan.ledger.reset(identity, FAILED)
-    envelope = Envelope.prepare(plan.checked.rendered)
+    composer = Composer.prepare(plan.checked.rendered)
     rows = plan.ledger.pending(identity)
     if limit is not None:
         rows = islice(rows, limit)
-    outcome = Sender(envelope, settings, plan.ledger, secret, options, on_progress, content=plan.admitted.content).run(
+    outcome = Sender(composer, settings, plan.ledger, secret, options, on_progress, content=plan.admitted.content).run(
         rows
     )
     if not plan.ledger.intact():
