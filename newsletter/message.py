@@ -21,18 +21,10 @@ from email.utils import formatdate
 
 from .errors import NewsletterError
 from .model import HEADER_LINE_MAX
-from .personalise import Slotted
+from .personalise import Recipient, Slotted, slot_values
 from .render import Rendered
-from .unsubscribe import unsubscribe_url
 
 CRLF = "\r\n"
-
-
-@dataclass(frozen=True)
-class Recipient:
-    email: str
-    name: str = ""
-    fields: Mapping[str, str] | None = None  # every column of the subscriber list
 
 
 @dataclass(frozen=True)
@@ -86,15 +78,12 @@ class Composer:
         readable = re.sub(r"[^A-Za-z0-9.-]+", "-", identity).strip("-.") or "issue"
         return f"<{readable}.{digest}@{self.domain}>"
 
-    def values(self, recipient: Recipient, secret: str) -> dict[str, str]:
-        """What fills the slots for `recipient`: their fields, name, address and unsubscribe link."""
-        site = self.rendered.site
-        return {
-            **(recipient.fields or {}),
-            "email": recipient.email,
-            "name": recipient.name,
-            "unsubscribe_url": unsubscribe_url(site.unsubscribe_url, secret, site.list_identifier, recipient.email),
-        }
+    def personalise(self, recipient: Recipient, key: str) -> Personalised:
+        """`recipient`'s copy of the issue, with their unsubscribe link signed with `key`.
+
+        The one way every command (build, preview, dry run, test, send) makes one subscriber's copy.
+        """
+        return Personalised(self, recipient, slot_values(self.rendered.site, recipient, key))
 
     def compose(self, recipient: Recipient, values: Mapping[str, str], *, date: str | None = None) -> bytes:
         """The whole message for `recipient` as CRLF bytes, ready for SMTP or an .eml file."""
@@ -123,6 +112,27 @@ class Composer:
                 b"\r\n" + b + b"--\r\n",
             )
         )
+
+
+@dataclass(frozen=True)
+class Personalised:
+    """One subscriber's copy of an issue: the values that fill its slots, and from them each form of it."""
+
+    composer: Composer
+    recipient: Recipient
+    values: Mapping[str, str]
+
+    @property
+    def html(self) -> str:
+        return self.composer.rendered.html.fill(self.values)
+
+    @property
+    def text(self) -> str:
+        return self.composer.rendered.text.fill(self.values)
+
+    def message(self, *, date: str | None = None) -> bytes:
+        """The whole MIME message, as CRLF bytes, ready for SMTP or an .eml file."""
+        return self.composer.compose(self.recipient, self.values, date=date)
 
 
 # RFC 5322 2.1.1: a header line SHOULD stay within 78 characters and MUST

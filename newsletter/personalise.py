@@ -4,6 +4,8 @@ Templates are rendered once per issue. Where a template asks for something
 that differs per subscriber (`subscriber.name`, the unsubscribe link), it
 gets a token instead; `Slotted` splits the finished text at the tokens so
 that filling them in for one subscriber is a cheap join, not a re-render.
+`slot_values` says what fills them for one `Recipient`;
+`message.Composer.personalise` puts the two together, for every command.
 """
 
 from __future__ import annotations
@@ -15,6 +17,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from markupsafe import Markup
+
+from .model import Site
+from .unsubscribe import unsubscribe_url
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str = ""
+    fields: Mapping[str, str] | None = None  # every column of the subscriber list
+
+
+def slot_values(site: Site, recipient: Recipient, key: str) -> dict[str, str]:
+    """What fills the slots for `recipient`: their fields, name, address and unsubscribe link signed with `key`."""
+    return {
+        **(recipient.fields or {}),
+        "email": recipient.email,
+        "name": recipient.name,
+        "unsubscribe_url": unsubscribe_url(site.unsubscribe_url, key, site.list_identifier, recipient.email),
+    }
 
 
 @dataclass(frozen=True)

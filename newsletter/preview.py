@@ -22,11 +22,12 @@ from pathlib import Path
 
 from .errors import NewsletterError
 from .lint import GMAIL_CLIP_BYTES
-from .message import Composer, Recipient
+from .message import Composer
+from .personalise import Recipient
 from .pipeline import check
 from .project import SITE_FILE, find_root, templates_for
 from .subscribers import read_subscribers
-from .unsubscribe import PREVIEW_SECRET, secret_from_env
+from .unsubscribe import signing_key
 
 PAGE = Path(__file__).with_name("preview.html")
 
@@ -77,17 +78,16 @@ class Preview:
         previous = self.snapshot
         try:
             checked = check(self.issue)
-            composer = Composer.prepare(checked.rendered)
             recipient = self._recipient(checked.project.site.sample_recipient)
-            values = composer.values(recipient, secret_from_env() or PREVIEW_SECRET)
+            copy = Composer.prepare(checked.rendered).personalise(recipient, signing_key())
             site = checked.project.site
             snapshot = Snapshot(
                 version=previous.version + 1,
                 subject=checked.issue.subject_line,
                 sender=f"{site.from_.name} <{site.from_.email}>",
                 preheader=checked.issue.preheader or "",
-                html=checked.rendered.html.fill(values),
-                text=checked.rendered.text.fill(values),
+                html=copy.html,
+                text=copy.text,
                 html_bytes=checked.html_bytes,
                 warnings=[str(p) for p in checked.warnings],
                 built_at=time.time(),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from .errors import NewsletterError
 from .ledger import FAILED, SENDING, SENT, Ledger, Row
-from .message import Composer, Recipient
+from .message import Composer
+from .personalise import Recipient
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
 from .subscribers import PENDING
 
@@ -167,9 +168,8 @@ class Sender:
                 self._finished.notify_all()
 
     def _deliver(self, row: Row, smtp: smtplib.SMTP | None) -> smtplib.SMTP | None:
-        recipient = Recipient(row.email, row.name, row.fields)
         try:
-            message = self.composer.compose(recipient, self.composer.values(recipient, self.secret))
+            message = self.composer.personalise(Recipient(row.email, row.name, row.fields), self.secret).message()
         except NewsletterError as exc:
             self.ledger.mark(row.id, FAILED, str(exc), attempt=True)
             self._count(ok=False, reply=str(exc))

@@ -32,6 +32,12 @@ def secret_from_env() -> str | None:
     return os.environ.get(SECRET_ENV) or None
 
 
+def signing_key() -> str:
+    """The key for what is never delivered to the list (build, preview, dry run, a test copy):
+    NEWSLETTER_SECRET when it is set, so that the links work as they will; else the preview key."""
+    return secret_from_env() or PREVIEW_SECRET
+
+
 def secret_bits(secret: str) -> float:
     """A conservative estimate of how many bits of entropy `secret` holds.
 

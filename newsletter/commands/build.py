@@ -7,23 +7,23 @@ import tempfile
 from pathlib import Path
 
 from ..errors import NewsletterError, Problem
-from ..message import Composer, Recipient
+from ..message import Composer
+from ..personalise import Recipient
 from ..pipeline import Checked, check
-from ..unsubscribe import PREVIEW_SECRET, secret_from_env
+from ..unsubscribe import signing_key
 
 
 def build(issue_path: Path, out: Path | None = None) -> tuple[Checked, list[Path]]:
     """Write the three files to `out` (default: outbox/<slug>/) and return their paths."""
     checked = check(issue_path)
     folder = out if out is not None else checked.project.outbox / checked.rendered.slug
-    composer = Composer.prepare(checked.rendered)
-    site = checked.project.site
-    recipient = Recipient(site.sample_recipient)
-    values = composer.values(recipient, secret_from_env() or PREVIEW_SECRET)
+    copy = Composer.prepare(checked.rendered).personalise(
+        Recipient(checked.project.site.sample_recipient), signing_key()
+    )
     files = {
-        "email.html": checked.rendered.html.fill(values).encode("utf-8"),
-        "email.txt": checked.rendered.text.fill(values).encode("utf-8"),
-        "email.eml": composer.compose(recipient, values),
+        "email.html": copy.html.encode("utf-8"),
+        "email.txt": copy.text.encode("utf-8"),
+        "email.eml": copy.message(),
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)

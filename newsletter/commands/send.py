@@ -15,8 +15,9 @@ from ..errors import NewsletterError, Problem
 from ..files import open_regular
 from ..issue_identity import Admitted, admit, relative
 from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger
-from ..message import Composer, Recipient
+from ..message import Composer
 from ..model import is_email_address
+from ..personalise import Recipient
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
 from ..sending import Options, Outcome, Sender
@@ -25,11 +26,11 @@ from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
 from ..unsubscribe import (
     MAKE_SECRET,
-    PREVIEW_SECRET,
     SECRET_ENV,
     secret_fingerprint,
     secret_from_env,
     secret_problem,
+    signing_key,
 )
 from .build import write_atomically
 
@@ -60,7 +61,7 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     """Write every message as .eml under outbox/<slug>/dry-run/; connect to nothing, record nothing."""
     checked = check(issue_path)
     composer = Composer.prepare(checked.rendered)
-    secret = secret_from_env() or PREVIEW_SECRET
+    key = signing_key()
     folder = checked.project.outbox / checked.rendered.slug / "dry-run"
     shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
     try:
@@ -75,10 +76,10 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
             continue
         if limit is not None and written >= limit:
             break
-        recipient = Recipient(entry.email, entry.name, entry.fields)
         written += 1
         name = f"{written:06d}-{_safe(entry.email)}.eml"
-        write_atomically(folder / name, composer.compose(recipient, composer.values(recipient, secret)))
+        copy = composer.personalise(Recipient(entry.email, entry.name, entry.fields), key)
+        write_atomically(folder / name, copy.message())
     return DryRun(folder, written, skipped)
 
 
@@ -95,7 +96,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> list[Proble
     else:
         # An advisor may well test the look of an issue without the key; the
         # copy's link must not pass for one that works.
-        secret = PREVIEW_SECRET
+        secret = signing_key()
         warnings.append(
             Problem(
                 None,
@@ -105,8 +106,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> list[Proble
         )
     checked = check(issue_path)
     composer = Composer.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
-    recipient = Recipient(address)
-    message = composer.compose(recipient, composer.values(recipient, secret))
+    message = composer.personalise(Recipient(address), secret).message()
     smtp = connect(settings)
     try:
         refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
