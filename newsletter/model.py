@@ -136,7 +136,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-Status = Literal["new", "ongoing", "update", "closed"]
+# An item's badge; the key in the issue file is `status:`.
+Badge = Literal["new", "ongoing", "update", "closed"]
 
 
 class Image(_Strict):
@@ -152,7 +153,7 @@ class Link(_Strict):
 
 
 class Item(_Strict):
-    status: Status
+    status: Badge
     title: Line
     hashtags: list[Hashtag] = []
     image: Image | None = None
@@ -198,7 +199,9 @@ class Issue(_Strict):
         return "rtl" if self.lang.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
 
 
-class Sender(_Strict):
+# A display name and an address, which RFC 5322 calls a mailbox: the site's `from:`. (Not a
+# docstring: it would become a description in the published schema, which keeps its old name, "Sender".)
+class Mailbox(_Strict):
     name: Line
     email: Email
 
@@ -234,7 +237,7 @@ class Site(_Strict):
     model_config = ConfigDict(title="Newsletter site")
 
     organisation: Line
-    from_: Sender = Field(alias="from")
+    from_: Mailbox = Field(alias="from")
     reply_to: Email | None = None
     postal_address: Text = Field(description="CASL and CAN-SPAM want it in every message")
     list_id: (
