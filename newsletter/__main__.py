@@ -164,6 +164,7 @@ def _send_planned(
     issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None, suppressed: Path | None
 ) -> None:
     from .commands.send import execute, require_secret
+    from .delivery_state import DeliveryState
     from .terminal import printable
 
     _warn(list(plan.notices))
@@ -211,8 +212,8 @@ def _send_planned(
         f"sent {outcome.sent}, failed {outcome.failed}"
         + (f", uncertain {outcome.uncertain}" if outcome.uncertain else "")
         + f" in {outcome.elapsed:.1f} s; "
-        f"in all: {counts['sent']} sent, {counts['failed']} failed, {counts['pending']} still to send, "
-        f"{counts['sending']} uncertain, skipped: {skipped}"
+        f"in all: {counts[DeliveryState.SENT]} sent, {counts[DeliveryState.FAILED]} failed, "
+        f"{counts[DeliveryState.PENDING]} still to send, {counts[DeliveryState.SENDING]} uncertain, skipped: {skipped}"
     )
     resume = _resume_command(issue, to, suppressed)
     if outcome.interrupted:
@@ -224,7 +225,7 @@ def _send_planned(
     if outcome.failed or outcome.uncertain:  # not everyone of this run got it: say so, in the exit code too
         missed = f"{outcome.failed} failed" + (f", {outcome.uncertain} uncertain" if outcome.uncertain else "")
         raise NewsletterError(f"{missed}: see newsletter status {issue}")
-    if counts["failed"]:
+    if counts[DeliveryState.FAILED]:
         click.echo(f"see the failures with: newsletter status {issue}")
 
 
@@ -299,6 +300,7 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
 def status(issue: Path) -> None:
     """What the send ledger says of ISSUE: counts per state, failures, uncertain recipients."""
     from .commands.send import status as ledger_status
+    from .delivery_state import DeliveryState
     from .terminal import printable
 
     found = ledger_status(issue)
@@ -314,9 +316,9 @@ def status(issue: Path) -> None:
             current = ", the current one" if content == found.current else ""
             click.echo(f"  {content}  {n} recipients, from {when}{current}")
     for title, rows in (
-        ("failed", found.failures),
+        (DeliveryState.FAILED, found.failures),
         ("uncertain (may or may not have it)", found.uncertain),
-        ("invalid", found.invalid),
+        (DeliveryState.INVALID, found.invalid),
     ):
         if rows:
             click.echo(f"\n{title}:")

@@ -20,8 +20,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
-from .ledger import SENDING, SENT, IssueRecord, Ledger
+from .ledger import IssueRecord, Ledger
 from .render import Rendered
 from .slug import slug_for
 from .unsubscribe import secret_fingerprint
@@ -154,7 +155,7 @@ def _refuse_a_sent_issue_under_a_new_identity(ledger: Ledger, issue_path: Path, 
 
 def _reached(ledger: Ledger, identity: str) -> int:
     counts = ledger.counts(identity)
-    return counts[SENT] + counts[SENDING]
+    return counts[DeliveryState.SENT] + counts[DeliveryState.SENDING]
 
 
 def relative(path: Path, root: Path) -> str:

@@ -29,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
 
+from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
 from .state import make_state_folder, try_lock
-from .subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, duplicate
-
-SENDING, SENT, FAILED = "sending", "sent", "failed"
-STATES = (PENDING, SENDING, SENT, FAILED, DUPLICATE, INVALID, SUPPRESSED)
+from .subscribers import Entry, duplicate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -273,7 +271,7 @@ class Ledger:
             return self._db.execute(
                 "SELECT content, COUNT(*), MIN(COALESCE(sent_at, updated)) FROM deliveries "
                 "WHERE issue = ? AND state IN (?, ?) AND content IS NOT NULL GROUP BY content ORDER BY 3",
-                (issue, SENT, SENDING),
+                (issue, DeliveryState.SENT, DeliveryState.SENDING),
             ).fetchall()
 
     # -- deliveries --------------------------------------------------------
@@ -287,7 +285,10 @@ class Ledger:
         """
         now = time.time()
         with self._lock, self._transaction():
-            self._db.execute("DELETE FROM deliveries WHERE issue = ? AND state IN (?, ?)", (issue, DUPLICATE, INVALID))
+            self._db.execute(
+                "DELETE FROM deliveries WHERE issue = ? AND state IN (?, ?)",
+                (issue, DeliveryState.DUPLICATE, DeliveryState.INVALID),
+            )
             # Only the addresses of the list given now are sent to: someone
             # taken off the list since the last run is not mailed on resume.
             self._db.execute("UPDATE deliveries SET listed = 0 WHERE issue = ?", (issue,))
@@ -297,7 +298,7 @@ class Ledger:
             self._db.execute("DELETE FROM temp.seen")
             for entry in entries:
                 if (
-                    entry.state in (PENDING, SUPPRESSED)
+                    entry.state in (DeliveryState.PENDING, DeliveryState.SUPPRESSED)
                     and not self._db.execute(
                         "INSERT INTO temp.seen VALUES (?) ON CONFLICT DO NOTHING", (entry.key,)
                     ).rowcount
@@ -315,7 +316,7 @@ class Ledger:
                     now,
                     now,
                 )
-                if entry.state in (DUPLICATE, INVALID):
+                if entry.state in (DeliveryState.DUPLICATE, DeliveryState.INVALID):
                     self._db.execute(_INSERT, values)
                     continue
                 self._db.execute(
@@ -354,12 +355,12 @@ class Ledger:
             return self._db.execute(
                 "SELECT id, email, name, fields, attempts FROM deliveries "
                 "WHERE issue = ? AND state = ? AND listed = 1 AND id > ? ORDER BY id LIMIT ?",
-                (issue, PENDING, after, size),
+                (issue, DeliveryState.PENDING, after, size),
             ).fetchall()
 
     @_database_errors
     def mark(
-        self, row_id: int, state: str, reply: str = "", *, attempt: bool = False, content: str | None = None
+        self, row_id: int, state: DeliveryState, reply: str = "", *, attempt: bool = False, content: str | None = None
     ) -> None:
         """Record a recipient's new state; `content` is the version of the issue they were sent."""
         now = time.time()
@@ -372,27 +373,27 @@ class Ledger:
             )
 
     @_database_errors
-    def reset(self, issue: str, from_state: str) -> int:
+    def reset(self, issue: str, from_state: DeliveryState) -> int:
         """Make rows in `from_state` pending again (for --resend-uncertain, --retry-failed)."""
         with self._lock:
             return self._db.execute(
                 "UPDATE deliveries SET state = ?, updated = ? WHERE issue = ? AND state = ? AND listed = 1",
-                (PENDING, time.time(), issue, from_state),
+                (DeliveryState.PENDING, time.time(), issue, from_state),
             ).rowcount
 
     @_database_errors
-    def counts(self, issue: str, *, listed_only: bool = False) -> dict[str, int]:
+    def counts(self, issue: str, *, listed_only: bool = False) -> dict[DeliveryState, int]:
         """Rows per state; `listed_only` counts only the list given to the latest run."""
         where = "issue = ? AND listed = 1" if listed_only else "issue = ?"
         with self._lock:
             found = dict(
                 self._db.execute(f"SELECT state, COUNT(*) FROM deliveries WHERE {where} GROUP BY state", (issue,))
             )
-        return {state: found.get(state, 0) for state in STATES}
+        return {state: found.get(state, 0) for state in DeliveryState}
 
     @_database_errors
     def rows_in(
-        self, issue: str, state: str, limit: int = 1000, *, listed_only: bool = False
+        self, issue: str, state: DeliveryState, limit: int = 1000, *, listed_only: bool = False
     ) -> list[tuple[str, str, int, int]]:
         """(email, reply, attempts, list line) of rows in `state`."""
         listed = " AND listed = 1" if listed_only else ""

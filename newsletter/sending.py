@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .delivery_state import DeliveryState
 from .errors import NewsletterError
-from .ledger import FAILED, SENDING, SENT, Ledger, Row
+from .ledger import Ledger, Row
 from .message import Composer
 from .personalise import Recipient
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
-from .subscribers import PENDING
 
 TEMPORARY = {421, 450, 451, 452, 454}
 
@@ -171,7 +171,7 @@ class Sender:
         try:
             message = self.composer.personalise(Recipient(row.email, row.name, row.fields), self.secret).message()
         except NewsletterError as exc:
-            self.ledger.mark(row.id, FAILED, str(exc), attempt=True)
+            self.ledger.mark(row.id, DeliveryState.FAILED, str(exc), attempt=True)
             self._count(ok=False, reply=str(exc))
             return smtp
         delay = self.options.retry_delay
@@ -189,7 +189,7 @@ class Sender:
             except _Unanswered as exc:
                 # The message went out but no answer came back: the server may
                 # have it. Sending again could mail this person twice.
-                self.ledger.mark(row.id, SENDING, f"uncertain: {exc}", attempt=True)
+                self.ledger.mark(row.id, DeliveryState.SENDING, f"uncertain: {exc}", attempt=True)
                 self._count(ok=False, reply=str(exc), uncertain=True)
                 return self._drop(smtp)
             except smtplib.SMTPResponseException as exc:
@@ -201,7 +201,7 @@ class Sender:
                 code, text = None, f"connection lost: {exc}" if str(exc) else "connection lost"
                 smtp = self._drop(smtp)
             else:
-                self.ledger.mark(row.id, SENT, reply, attempt=True, content=self.content)
+                self.ledger.mark(row.id, DeliveryState.SENT, reply, attempt=True, content=self.content)
                 self._count(ok=True, reply=reply)
                 return smtp
             if code == 421:  # the server is closing this connection
@@ -211,12 +211,12 @@ class Sender:
             if permanent or attempt == self.options.max_attempts or self.stop.is_set():
                 if permanent or not self.stop.is_set():
                     final = reply if permanent else f"gave up after {attempt} attempts: {reply}"
-                    self.ledger.mark(row.id, FAILED, final, attempt=True)
+                    self.ledger.mark(row.id, DeliveryState.FAILED, final, attempt=True)
                     self._count(ok=False, reply=final)
                 else:
-                    self.ledger.mark(row.id, PENDING, reply, attempt=True)
+                    self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
                 return smtp
-            self.ledger.mark(row.id, PENDING, reply, attempt=True)
+            self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
             if self.stop.wait(delay):  # stopped while waiting: the row stays pending
                 return smtp
             delay *= 2
@@ -239,7 +239,7 @@ class Sender:
         smtp.send(dot_stuffed(message))
         # Until the server answers the final dot, the message may or may not
         # be accepted: if this process dies now, the row says so.
-        self.ledger.mark(row.id, SENDING, content=self.content)
+        self.ledger.mark(row.id, DeliveryState.SENDING, content=self.content)
         try:
             smtp.send(b".\r\n")
             code, text = smtp.getreply()

@@ -40,12 +40,12 @@ from itertools import chain
 from pathlib import Path
 from typing import TextIO
 
+from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
 from .files import open_regular
 from .model import is_email_address
 from .yamlsource import MAX_BYTES
 
-PENDING, DUPLICATE, INVALID, SUPPRESSED = "pending", "duplicate", "invalid", "suppressed"
 MAX_NAME = 200
 MAX_LINE = 1_000_000  # characters; no real row comes near, and /dev/zero never ends its first line
 MAX_LIST_CHARS = 1_000_000_000  # some 5 million rows; only an endless stream gets there
@@ -76,7 +76,7 @@ class Entry:
     email: str
     name: str
     fields: dict[str, str] = field(default_factory=dict)
-    state: str = PENDING
+    state: DeliveryState = DeliveryState.PENDING
     reason: str = ""
 
     @property
@@ -152,7 +152,7 @@ def _classify(row: _Row, seen: set[str] | None, suppressed: set[str]) -> Entry:
 
     def invalid(reason: str) -> Entry:
         # Kept only to be shown (`newsletter status`): never an escape sequence for the terminal.
-        return Entry(row.line, _printable(row.address), _printable(name), row.fields, INVALID, reason)
+        return Entry(row.line, _printable(row.address), _printable(name), row.fields, DeliveryState.INVALID, reason)
 
     if not email:
         return invalid("no address")
@@ -170,12 +170,12 @@ def _classify(row: _Row, seen: set[str] | None, suppressed: set[str]) -> Entry:
             return duplicate(entry)
         seen.add(entry.key)
     if entry.key in suppressed:
-        return replace(entry, state=SUPPRESSED, reason="on the suppression list")
+        return replace(entry, state=DeliveryState.SUPPRESSED, reason="on the suppression list")
     return entry
 
 
 def duplicate(entry: Entry) -> Entry:
-    return replace(entry, state=DUPLICATE, reason="listed before")
+    return replace(entry, state=DeliveryState.DUPLICATE, reason="listed before")
 
 
 # -- reading either list -------------------------------------------------------

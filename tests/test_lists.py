@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.delivery_state import DeliveryState
 from newsletter.errors import NewsletterError
 from newsletter.model import is_email_address
-from newsletter.subscribers import INVALID, PENDING, SUPPRESSED, read_subscribers, read_suppressions
+from newsletter.subscribers import read_subscribers, read_suppressions
 
 from .conftest import SEED, write_list
+
+PENDING, INVALID, SUPPRESSED = DeliveryState.PENDING, DeliveryState.INVALID, DeliveryState.SUPPRESSED
 
 ISSUE = f"issues/{SEED}.yaml"
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
+from ..delivery_state import DeliveryState
 from ..errors import NewsletterError, Problem
 from ..files import open_regular
 from ..issue_identity import Admitted, admit, relative
-from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger
+from ..ledger import IssueRecord, Ledger
 from ..message import Composer
 from ..model import is_email_address
 from ..personalise import Recipient
@@ -23,7 +24,7 @@ from ..project import open_project
 from ..sending import Options, Outcome, Sender
 from ..smtp import Settings, close, connect, shown_reply
 from ..state import ledger_path, move_old_ledger, state_folder
-from ..subscribers import DUPLICATE, INVALID, PENDING, SUPPRESSED, Entry, read_subscribers, read_suppressions
+from ..subscribers import Entry, read_subscribers, read_suppressions
 from ..unsubscribe import (
     MAKE_SECRET,
     SECRET_ENV,
@@ -54,7 +55,7 @@ def suppression_path(checked: Checked, given: Path | None) -> Path | None:
 class DryRun:
     folder: Path
     written: int
-    skipped: Counter[str]
+    skipped: Counter[DeliveryState]
 
 
 def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed: Path | None = None) -> DryRun:
@@ -69,9 +70,9 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     except OSError as exc:
         raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
     written = 0
-    skipped: Counter[str] = Counter()
+    skipped: Counter[DeliveryState] = Counter()
     for entry in read_subscribers(to, read_suppressions(suppression_path(checked, suppressed))):
-        if entry.state != PENDING:
+        if entry.state != DeliveryState.PENDING:
             skipped[entry.state] += 1
             continue
         if limit is not None and written >= limit:
@@ -134,7 +135,7 @@ class Plan:
     admitted: Admitted  # which issue, which version: recorded once the send is confirmed
     to_send: int
     already_sent: int
-    skipped: dict[str, int]  # duplicate, invalid, suppressed
+    skipped: dict[DeliveryState, int]  # duplicate, invalid, suppressed
     uncertain: list[str]  # addresses left `sending` by an earlier run that died
     failed_before: int
     resend_uncertain: bool = False
@@ -179,20 +180,24 @@ def plan_send(
         identity = admitted.identity
         ledger.import_list(identity, entries)
         counts = ledger.counts(identity, listed_only=True)
-        uncertain = [email for email, *_ in ledger.rows_in(identity, SENDING, listed_only=True)]
+        uncertain = [email for email, *_ in ledger.rows_in(identity, DeliveryState.SENDING, listed_only=True)]
     except BaseException:
         ledger.close()
         raise
-    to_send = counts[PENDING] + (counts[SENDING] if resend_uncertain else 0) + (counts[FAILED] if retry_failed else 0)
+    to_send = (
+        counts[DeliveryState.PENDING]
+        + (counts[DeliveryState.SENDING] if resend_uncertain else 0)
+        + (counts[DeliveryState.FAILED] if retry_failed else 0)
+    )
     return Plan(
         checked,
         ledger,
         admitted,
         to_send=to_send,
-        already_sent=counts[SENT],
-        skipped={k: counts[k] for k in (DUPLICATE, INVALID, SUPPRESSED)},
+        already_sent=counts[DeliveryState.SENT],
+        skipped={k: counts[k] for k in (DeliveryState.DUPLICATE, DeliveryState.INVALID, DeliveryState.SUPPRESSED)},
         uncertain=uncertain,
-        failed_before=counts[FAILED],
+        failed_before=counts[DeliveryState.FAILED],
         resend_uncertain=resend_uncertain,
         retry_failed=retry_failed,
         notices=(*notices, *admitted.warnings),
@@ -227,9 +232,9 @@ def execute(
     # and key, and do earlier failures become sendable.
     plan.ledger.record_issue(replace(plan.admitted.record, secret=secret_fingerprint(secret)))
     if plan.resend_uncertain:
-        plan.ledger.reset(identity, SENDING)
+        plan.ledger.reset(identity, DeliveryState.SENDING)
     if plan.retry_failed:
-        plan.ledger.reset(identity, FAILED)
+        plan.ledger.reset(identity, DeliveryState.FAILED)
     composer = Composer.prepare(plan.checked.rendered)
     rows = plan.ledger.pending(identity)
     if limit is not None:
@@ -274,7 +279,7 @@ def require_secret() -> str:
 class Status:
     identity: str  # the issue the ledger's figures are of
     recorded_as: IssueRecord | None  # set when that is not what the file says: its id changed since
-    counts: dict[str, int]
+    counts: dict[DeliveryState, int]
     failures: list[tuple[str, str, int, int]]
     uncertain: list[tuple[str, str, int, int]]
     invalid: list[tuple[str, str, int, int]]
@@ -303,9 +308,9 @@ def status(issue_path: Path) -> Status:
             identity,
             record if record and record.issue != declared else None,
             ledger.counts(identity),
-            ledger.rows_in(identity, FAILED),
-            ledger.rows_in(identity, SENDING),
-            ledger.rows_in(identity, INVALID),
+            ledger.rows_in(identity, DeliveryState.FAILED),
+            ledger.rows_in(identity, DeliveryState.SENDING),
+            ledger.rows_in(identity, DeliveryState.INVALID),
             ledger.versions(identity),
             record.content if record else None,
             notices,
