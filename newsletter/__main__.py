@@ -130,7 +130,7 @@ def send(
 ) -> None:
     """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
     from .commands import send as sending
-    from .sending import Options
+    from .delivery import Options
     from .unsubscribe import secret_warnings
 
     if test_address:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.commands.send import execute, plan_send
-from newsletter.sending import Options
+from newsletter.delivery import Options
 from newsletter.smtp import Settings
 
 from .conftest import SECRET, SEED, write_list

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from newsletter.__main__ import cli
 from newsletter.commands.send import execute, plan_send
-from newsletter.sending import Options
+from newsletter.delivery import Options
 from newsletter.smtp import Settings
 
 from .conftest import SECRET, SEED, write_list

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
+from ..delivery import DeliveryPool, Options, Outcome
 from ..delivery_state import DeliveryState
 from ..errors import NewsletterError, Problem
 from ..files import open_regular
@@ -21,7 +22,6 @@ from ..model import is_email_address
 from ..personalise import Recipient
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
-from ..sending import Options, Outcome, Sender
 from ..smtp import Settings, close, connect, shown_reply
 from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import Entry, read_subscribers, read_suppressions
@@ -239,9 +239,9 @@ def execute(
     rows = plan.ledger.pending(identity)
     if limit is not None:
         rows = islice(rows, limit)
-    outcome = Sender(composer, settings, plan.ledger, secret, options, on_progress, content=plan.admitted.content).run(
-        rows
-    )
+    outcome = DeliveryPool(
+        composer, settings, plan.ledger, secret, options, on_progress, content=plan.admitted.content
+    ).run(rows)
     if not plan.ledger.intact():
         ledger = plan.ledger.path
         found = plan.ledger.restore()

@@ -54,7 +54,9 @@ class _Unanswered(Exception):
     """The whole message went out, but the server's answer never came."""
 
 
-class Sender:
+class DeliveryPool:
+    """Worker threads, each with an SMTP connection of its own, that send the rows given and mark each in the ledger."""
+
     def __init__(
         self,
         composer: Composer,
