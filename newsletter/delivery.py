@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from .delivery_state import DeliveryState
 from .errors import NewsletterError
@@ -46,6 +47,27 @@ class Outcome:
     elapsed: float = 0.0
 
 
+class Clock(Protocol):
+    """The pool's time: the rate, retry delays and the elapsed time go by it, so that a test can give it a
+    clock of its own and check them without waiting."""
+
+    def now(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        """Wait until `deadline` (a `now()` value) or until `stop` is set; True if stopped."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        return stop.wait(max(0.0, deadline - time.monotonic()))
+
+
 class _Fatal(Exception):
     """The send cannot go on (login refused, server unreachable, certificate not trusted)."""
 
@@ -67,7 +89,9 @@ class DeliveryPool:
         on_progress: Callable[[int], None] | None = None,
         *,
         content: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or SystemClock()
         self.composer = composer
         self.content = content  # which version of the issue each recipient gets, for the ledger
         self.settings = settings
@@ -86,7 +110,7 @@ class DeliveryPool:
 
     def run(self, rows: Iterator[Row]) -> Outcome:
         """Send every row; returns when done, stopped, or interrupted (Ctrl-C)."""
-        started = time.monotonic()
+        started = self.clock.now()
         work: queue.Queue[Row | None] = queue.Queue(maxsize=self.options.connections * 4)
         workers = [
             threading.Thread(target=self._work, args=(work,), name=f"smtp-{i}", daemon=True)
@@ -124,7 +148,7 @@ class DeliveryPool:
             _wake(work, len(workers))
             while self._workers_running(wait=None):
                 pass
-        self.outcome.elapsed = time.monotonic() - started
+        self.outcome.elapsed = self.clock.now() - started
         return self.outcome
 
     def _workers_running(self, wait: float | None = 0.0) -> bool:
@@ -219,7 +243,7 @@ class DeliveryPool:
                     self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
                 return smtp
             self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
-            if self.stop.wait(delay):  # stopped while waiting: the row stays pending
+            if self._sleep(delay):  # stopped while waiting: the row stays pending
                 return smtp
             delay *= 2
         return smtp
@@ -259,7 +283,7 @@ class DeliveryPool:
             except ConnectFailed as exc:
                 if not exc.retry or attempt == self.options.max_attempts or self.stop.is_set():
                     raise _Fatal(str(exc)) from None
-                self.stop.wait(delay)
+                self._sleep(delay)
                 delay *= 2
             except NewsletterError as exc:  # a password smtplib cannot send, and the like
                 raise _Fatal(str(exc)) from None
@@ -274,11 +298,15 @@ class DeliveryPool:
         if not self.options.rate:
             return
         with self._lock:
-            now = time.monotonic()
+            now = self.clock.now()
             slot = max(now, self._next_slot)
             self._next_slot = slot + 1 / self.options.rate
         if slot > now:
-            self.stop.wait(slot - now)
+            self.clock.sleep_until(slot, self.stop)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the send is stopped meanwhile; True if it was."""
+        return self.clock.sleep_until(self.clock.now() + seconds, self.stop)
 
     def _count(self, *, ok: bool, reply: str, uncertain: bool = False) -> None:
         with self._lock:

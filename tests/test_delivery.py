@@ -1,0 +1,68 @@
+"""The delivery pool on its own: a real SMTP server, a real ledger, and a clock of the test's own."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from newsletter.delivery import DeliveryPool, Options, Outcome
+from newsletter.ledger import Ledger
+from newsletter.message import Composer
+from newsletter.pipeline import check
+from newsletter.smtp import settings_from
+from newsletter.subscribers import read_subscribers
+
+from .conftest import SECRET, SEED, write_list
+
+
+class FakeClock:
+    """Time that passes only when the pool waits, at once: a wait ends at its deadline, never later."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.waits = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self.time
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        with self._lock:
+            self.waits += 1
+            self.time = max(self.time, deadline)
+        return stop.is_set()
+
+
+def _deliver(project: Path, people: int, options: Options, clock: FakeClock) -> Outcome:
+    checked = check(project / "issues" / f"{SEED}.yaml")
+    rows = ["email"] + [f"r{i:02d}@example.com" for i in range(people)]
+    with Ledger(project / "ledger.sqlite3") as ledger:
+        ledger.import_list(SEED, read_subscribers(write_list(project, rows), dedupe=False))
+        pool = DeliveryPool(
+            Composer.prepare(checked.rendered),
+            settings_from(checked.project.site.smtp),
+            ledger,
+            SECRET,
+            options,
+            clock=clock,
+        )
+        return pool.run(ledger.pending(SEED))
+
+
+def test_rate_spaces_the_messages_of_all_connections_together(project, smtp_server, inbox):
+    clock = FakeClock()
+    outcome = _deliver(project, 20, Options(connections=4, rate=10), clock)
+    assert outcome.sent == 20 and len(inbox.recipients()) == 20
+    # One message every 0.1 s: the 20th may go 1.9 s after the first, and not before.
+    assert clock.time == pytest.approx(1.9)
+    assert outcome.elapsed == pytest.approx(1.9)
+
+
+def test_without_a_rate_the_pool_never_waits(project, smtp_server, inbox):
+    clock = FakeClock()
+    outcome = _deliver(project, 20, Options(connections=4), clock)
+    assert outcome.sent == 20 and len(inbox.recipients()) == 20
+    assert clock.waits == 0 and clock.time == 0.0
