@@ -5,6 +5,10 @@ Temporary replies and dropped connections are retried with backoff; a
 permanent reply fails that recipient only; a run of failures in a row, a
 refused login or an unreachable server stops the send, which can then be
 resumed by running the same command.
+
+One message goes out the same way whoever sends it (`transmit`): the pool
+for the list, and `deliver_one` for the --test copy, whose refusals read
+as the pool records them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .ledger import Ledger, Row
 from .message import Composer
 from .personalise import Recipient
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
+from .terminal import printable
 
 TEMPORARY = {421, 450, 451, 452, 454}
 
@@ -72,8 +77,87 @@ class _Fatal(Exception):
     """The send cannot go on (login refused, server unreachable, certificate not trusted)."""
 
 
-class _Unanswered(Exception):
-    """The whole message went out, but the server's answer never came."""
+class Unanswered(Exception):
+    """The whole message went out, but the server's answer never came: it may or may not have it."""
+
+
+class Refused(Exception):
+    """The server did not take the message: its reply, or (no code) a connection lost before the end."""
+
+    def __init__(self, code: int | None, text: str) -> None:
+        super().__init__(f"{code} {text}" if code else text)
+        self.code = code
+
+    @property
+    def reply(self) -> str:
+        """What the ledger records and the person is shown: "550 5.1.1 no such user", "connection lost: ..."."""
+        return str(self)
+
+    @property
+    def permanent(self) -> bool:
+        """5xx: trying again would get the same answer."""
+        return self.code is not None and self.code not in TEMPORARY and self.code >= 500
+
+
+def transmit(
+    smtp: smtplib.SMTP,
+    sender: str,
+    recipient: str,
+    message: bytes,
+    settings: Settings,
+    *,
+    before_final_dot: Callable[[], None] | None = None,
+) -> str:
+    """MAIL, RCPT and DATA of one message over an open connection; returns the server's acceptance ("250 ...").
+
+    Raises Refused, with the server's words redacted (`smtp.reply_text`), or Unanswered. The
+    message must have CRLF lines; it is dot-stuffed here. `before_final_dot` runs once all of it
+    but the final dot has gone out: from then on, the server may have it.
+    """
+    try:
+        code, text = smtp.mail(sender)
+        if code != 250:
+            raise _refused(smtp, code, text, settings)
+        code, text = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            raise _refused(smtp, code, text, settings)
+        code, text = smtp.docmd("DATA")
+        if code != 354:
+            raise _refused(smtp, code, text, settings)
+        smtp.send(dot_stuffed(message))
+    except smtplib.SMTPResponseException as exc:
+        raise Refused(exc.smtp_code, reply_text(exc.smtp_error, settings)) from None
+    except OSError as exc:  # smtplib's SMTPServerDisconnected too
+        raise Refused(None, f"connection lost: {exc}" if str(exc) else "connection lost") from None
+    if before_final_dot is not None:
+        before_final_dot()
+    try:
+        smtp.send(b".\r\n")
+        code, text = smtp.getreply()
+    except OSError as exc:
+        raise Unanswered(f"connection lost after the message was sent ({exc})") from None
+    if code != 250:
+        raise Refused(code, reply_text(text, settings))
+    return f"{code} {reply_text(text, settings)}"
+
+
+def deliver_one(settings: Settings, sender: str, recipient: str, message: bytes) -> str:
+    """One message to one address over a connection of its own (the --test copy); returns the server's acceptance.
+
+    Raises NewsletterError: `connect`'s for a connection that fails, and for a refusal the
+    server's reply, as the pool records it for a recipient of the list.
+    """
+    smtp = connect(settings)
+    try:
+        return transmit(smtp, sender, recipient, message, settings)
+    except Refused as exc:
+        if exc.code is None:
+            raise NewsletterError(f"sending failed: {exc.reply}") from None
+        raise NewsletterError(f"the server refused {recipient}: {printable(exc.reply)}") from None
+    except Unanswered as exc:
+        raise NewsletterError(f"sending failed: {exc}") from None
+    finally:
+        close(smtp)
 
 
 class DeliveryPool:
@@ -206,34 +290,35 @@ class DeliveryPool:
             try:
                 if smtp is None:
                     smtp = self._connect()
-                reply = self._transmit(smtp, row, message)
+                # Until the server answers the final dot, the message may or may not
+                # be accepted: if this process dies meanwhile, the row says so.
+                reply = transmit(
+                    smtp,
+                    self.sender_address,
+                    row.email,
+                    message,
+                    self.settings,
+                    before_final_dot=lambda: self.ledger.mark(row.id, DeliveryState.SENDING, content=self.content),
+                )
             except _Fatal as exc:
                 # Not this recipient's doing: the row stays pending with its own last reply,
                 # and the reason (a refused login, say) is shown, never stored on a row.
                 self._halt(str(exc))
                 return None
-            except _Unanswered as exc:
+            except Unanswered as exc:
                 # The message went out but no answer came back: the server may
                 # have it. Sending again could mail this person twice.
                 self.ledger.mark(row.id, DeliveryState.SENDING, f"uncertain: {exc}", attempt=True)
                 self._count(ok=False, reply=str(exc), uncertain=True)
                 return self._drop(smtp)
-            except smtplib.SMTPResponseException as exc:
-                code, text = exc.smtp_code, reply_text(exc.smtp_error, self.settings)
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, raw = next(iter(exc.recipients.values()))
-                text = reply_text(raw, self.settings)
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                code, text = None, f"connection lost: {exc}" if str(exc) else "connection lost"
-                smtp = self._drop(smtp)
+            except Refused as exc:
+                if exc.code is None or exc.code == 421:  # lost, or the server is closing this connection
+                    smtp = self._drop(smtp)
+                reply, permanent = exc.reply, exc.permanent
             else:
                 self.ledger.mark(row.id, DeliveryState.SENT, reply, attempt=True, content=self.content)
                 self._count(ok=True, reply=reply)
                 return smtp
-            if code == 421:  # the server is closing this connection
-                smtp = self._drop(smtp)
-            reply = f"{code} {text}" if code else text
-            permanent = code is not None and code not in TEMPORARY and code >= 500
             if permanent or attempt == self.options.max_attempts or self.stop.is_set():
                 if permanent or not self.stop.is_set():
                     final = reply if permanent else f"gave up after {attempt} attempts: {reply}"
@@ -247,33 +332,6 @@ class DeliveryPool:
                 return smtp
             delay *= 2
         return smtp
-
-    def _transmit(self, smtp: smtplib.SMTP, row: Row, message: bytes) -> str:
-        """MAIL, RCPT, DATA; the row is marked `sending` just before the final dot."""
-        code, text = smtp.mail(self.sender_address)
-        if code != 250:
-            _reset(smtp)
-            raise smtplib.SMTPSenderRefused(code, text, self.sender_address)
-        code, text = smtp.rcpt(row.email)
-        if code not in (250, 251):
-            _reset(smtp)
-            raise smtplib.SMTPRecipientsRefused({row.email: (code, text)})
-        code, text = smtp.docmd("DATA")
-        if code != 354:
-            _reset(smtp)
-            raise smtplib.SMTPDataError(code, text)
-        smtp.send(dot_stuffed(message))
-        # Until the server answers the final dot, the message may or may not
-        # be accepted: if this process dies now, the row says so.
-        self.ledger.mark(row.id, DeliveryState.SENDING, content=self.content)
-        try:
-            smtp.send(b".\r\n")
-            code, text = smtp.getreply()
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Unanswered(f"connection lost after the message was sent ({exc})") from None
-        if code != 250:
-            raise smtplib.SMTPDataError(code, text)
-        return f"{code} {reply_text(text, self.settings)}"
 
     def _connect(self) -> smtplib.SMTP:
         delay = self.options.retry_delay
@@ -346,6 +404,12 @@ def dot_stuffed(message: bytes) -> bytes:
     """RFC 5321 transparency: a line starting with "." gets another (the message has CRLF lines)."""
     stuffed = message.replace(b"\n.", b"\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+def _refused(smtp: smtplib.SMTP, code: int, text: bytes, settings: Settings) -> Refused:
+    """The refusal of a command before the message, with the transaction reset for the next one."""
+    _reset(smtp)
+    return Refused(code, reply_text(text, settings))
 
 
 def _reset(smtp: smtplib.SMTP) -> None:

@@ -66,3 +66,26 @@ def test_without_a_rate_the_pool_never_waits(project, smtp_server, inbox):
     outcome = _deliver(project, 20, Options(connections=4), clock)
     assert outcome.sent == 20 and len(inbox.recipients()) == 20
     assert clock.waits == 0 and clock.time == 0.0
+
+
+LOST = "connection lost after the message was sent (Connection unexpectedly closed)"
+
+
+@pytest.mark.parametrize(
+    "fault, said, recorded",
+    [
+        ("554 5.7.1 no", "the server refused me@example.org: 554 5.7.1 no", "554 5.7.1 no"),
+        ("lost", f"sending failed: {LOST}", f"uncertain: {LOST}"),
+    ],
+    ids=["refused-after-the-message", "answer-lost"],
+)
+def test_a_test_copy_fails_in_the_words_the_list_send_records(project, run, smtp_server, fault, said, recorded):
+    # The --test copy goes through the code that sends to the list: a refusal of the message
+    # (not only of its recipient), or an answer lost after the final dot, reads the same in both.
+    smtp_server.fault = lambda rcpt, attempt: fault if attempt > 0 else None
+    issue = f"issues/{SEED}.yaml"
+    test = run("send", issue, "--test", "me@example.org")
+    listed = run("send", issue, "--to", write_list(project, ["email", "a@example.com"]), "--yes")
+    assert test.exit_code == 1 and listed.exit_code == 1
+    assert test.output.splitlines()[-1] == f"error: {said}"
+    assert f"a@example.com  (list line 2, 1 attempts): {recorded}" in run("status", issue).output

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import smtplib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
-from ..delivery import DeliveryPool, Options, Outcome
+from ..delivery import DeliveryPool, Options, Outcome, deliver_one
 from ..delivery_state import DeliveryState
 from ..errors import NewsletterError, Problem
 from ..files import open_regular
@@ -22,7 +21,7 @@ from ..model import is_email_address
 from ..personalise import Recipient
 from ..pipeline import Checked, check, slug_for
 from ..project import open_project
-from ..smtp import Settings, close, connect, shown_reply
+from ..smtp import Settings
 from ..state import ledger_path, move_old_ledger, state_folder
 from ..subscribers import Entry, read_subscribers, read_suppressions
 from ..unsubscribe import (
@@ -108,21 +107,7 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> list[Proble
     checked = check(issue_path)
     composer = Composer.prepare(checked.rendered, subject_prefix=TEST_PREFIX, test=True)
     message = composer.personalise(Recipient(address), secret).message()
-    smtp = connect(settings)
-    try:
-        refused = smtp.sendmail(checked.project.site.from_.email, [address], message)
-        if refused:
-            raise NewsletterError(f"the server refused {address}: {shown_reply(*refused[address], settings)}")
-    except smtplib.SMTPRecipientsRefused as exc:
-        said = shown_reply(*exc.recipients[address], settings)
-        raise NewsletterError(f"the server refused {address}: {said}") from None
-    except smtplib.SMTPResponseException as exc:
-        said = shown_reply(exc.smtp_code, exc.smtp_error, settings)
-        raise NewsletterError(f"the server refused the message: {said}") from None
-    except (smtplib.SMTPException, OSError) as exc:
-        raise NewsletterError(f"sending failed: {exc}") from None
-    finally:
-        close(smtp)
+    deliver_one(settings, checked.project.site.from_.email, address, message)
     return warnings
 
 
