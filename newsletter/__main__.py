@@ -131,6 +131,7 @@ def send(
     """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
     from .commands import send as sending
     from .delivery import Options
+    from .send_plan import plan_send
     from .unsubscribe import secret_warnings
 
     if test_address:
@@ -147,7 +148,7 @@ def send(
         for state, n in sorted(result.skipped.items()):
             click.echo(f"  skipped {n} {state}")
         return
-    plan = sending.plan_send(
+    with plan_send(
         issue,
         to,
         suppressed=suppressed,
@@ -155,29 +156,21 @@ def send(
         retry_failed=retry_failed,
         moved=moved,
         changed_content=changed_content,
-    )
-    with plan.ledger:
+    ) as plan:
         _send_planned(issue, to, plan, limit, Options(connections=connections, rate=rate), yes, ca_file, suppressed)
 
 
 def _send_planned(
     issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None, suppressed: Path | None
 ) -> None:
-    from .commands.send import execute, require_secret
+    from .commands.send import require_secret
+    from .delivery import deliver
     from .delivery_state import DeliveryState
     from .terminal import printable
 
-    _warn(list(plan.notices))
-    skipped = ", ".join(f"{n} {state}" for state, n in plan.skipped.items() if n) or "none"
-    if plan.uncertain and not plan.resend_uncertain:
-        click.echo(
-            f"warning: {len(plan.uncertain)} uncertain recipient(s): an earlier run stopped while sending to them, "
-            "so they may or may not have the message. They are not sent again unless you add --resend-uncertain: "
-            + ", ".join(map(printable, plan.uncertain[:10]))
-            + (" ..." if len(plan.uncertain) > 10 else ""),
-            err=True,
-        )
-    to_send = min(plan.to_send, limit) if limit else plan.to_send
+    _warn(plan.warnings)
+    skipped = plan.skipped_text
+    to_send = plan.this_run(limit)
     if to_send == 0:
         click.echo(
             f"nothing to send: {plan.already_sent} already sent, {plan.failed_before} failed, skipped: {skipped}"
@@ -206,7 +199,7 @@ def _send_planned(
             done += n
             bar.update(n)
 
-        outcome = execute(plan, settings, options, limit=limit, secret=secret, on_progress=progress)
+        outcome = deliver(plan, settings, options, key=secret, limit=limit, on_progress=progress)
     counts = plan.ledger.counts(plan.identity, listed_only=True)
     click.echo(
         f"sent {outcome.sent}, failed {outcome.failed}"

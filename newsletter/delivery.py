@@ -6,9 +6,10 @@ permanent reply fails that recipient only; a run of failures in a row, a
 refused login or an unreachable server stops the send, which can then be
 resumed by running the same command.
 
-One message goes out the same way whoever sends it (`transmit`): the pool
-for the list, and `deliver_one` for the --test copy, whose refusals read
-as the pool records them.
+`deliver` carries out a send's plan (`send_plan`) with the pool. One
+message goes out the same way whoever sends it (`transmit`): the pool for
+the list, and `deliver_one` for the --test copy, whose refusals read as
+the pool records them.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ import smtplib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Protocol
 
 from .delivery_state import DeliveryState
-from .errors import NewsletterError
+from .errors import NewsletterError, Problem
 from .ledger import Ledger, Row
 from .message import Composer
 from .personalise import Recipient
+from .send_plan import Plan
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
 from .terminal import printable
+from .unsubscribe import secret_fingerprint
 
 TEMPORARY = {421, 450, 451, 452, 454}
 
@@ -71,6 +75,52 @@ class SystemClock:
 
     def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
         return stop.wait(max(0.0, deadline - time.monotonic()))
+
+
+def deliver(
+    plan: Plan,
+    settings: Settings,
+    options: Options,
+    *,
+    key: str,
+    limit: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    clock: Clock | None = None,
+) -> Outcome:
+    """Send what the plan says, its links signed with `key`; the plan's ledger stays open.
+
+    Should the ledger's file be deleted or replaced during the send, the
+    send stops, the record is written back from the open database, and
+    NewsletterError says what happened.
+    """
+    ledger, identity = plan.ledger, plan.identity
+    # Only now, with the send confirmed, is the issue recorded as sent from this file, with this content
+    # and key, and do earlier failures become sendable.
+    ledger.record_issue(replace(plan.admitted.record, secret=secret_fingerprint(key)))
+    if plan.resend_uncertain:
+        ledger.reset(identity, DeliveryState.SENDING)
+    if plan.retry_failed:
+        ledger.reset(identity, DeliveryState.FAILED)
+    composer = Composer.prepare(plan.checked.rendered)
+    rows = ledger.pending(identity)
+    if limit is not None:
+        rows = islice(rows, limit)
+    pool = DeliveryPool(
+        composer, settings, ledger, key, options, on_progress, content=plan.admitted.content, clock=clock
+    )
+    outcome = pool.run(rows)
+    if not ledger.intact():
+        found = ledger.restore()
+        aside = f"; the file found in its place was kept as {found.name}" if found else ""
+        raise NewsletterError(
+            Problem(
+                ledger.path,
+                f"the send ledger was deleted or replaced while sending (sent {outcome.sent} this run). It has been "
+                f"written back from the open copy{aside}, so nobody is mailed twice; the send stopped. "
+                "Run the same command again to continue",
+            )
+        )
+    return outcome
 
 
 class _Fatal(Exception):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.commands.send import execute, plan_send
-from newsletter.delivery import Options
+from newsletter.delivery import Options, deliver
+from newsletter.send_plan import plan_send
 from newsletter.smtp import Settings
 
 from .conftest import SECRET, SEED, write_list
@@ -28,9 +28,8 @@ def _settings(port: int) -> Settings:
 
 
 def _send(project: Path, rows: list[str], port: int, options: Options = FAST):
-    plan = plan_send(project / ISSUE, write_list(project, rows))
-    with plan.ledger:
-        outcome = execute(plan, _settings(port), options, secret=SECRET)
+    with plan_send(project / ISSUE, write_list(project, rows)) as plan:
+        outcome = deliver(plan, _settings(port), options, key=SECRET)
         return outcome, plan.ledger.counts(SEED), {e: r for e, r, *_ in plan.ledger.rows_in(SEED, "failed")}
 
 
@@ -82,9 +81,8 @@ def test_many_failures_in_a_row_stop_the_send_and_it_resumes(project, inbox):
         assert "554 5.7.1 relay access denied" in outcome.stopped
         assert counts["failed"] == 5 and counts["pending"] == 25
         down["on"] = False
-        plan = plan_send(project / ISSUE, project / "list.csv", retry_failed=True)
-        with plan.ledger:
-            execute(plan, _settings(controller.port), options, secret=SECRET)
+        with plan_send(project / ISSUE, project / "list.csv", retry_failed=True) as plan:
+            deliver(plan, _settings(controller.port), options, key=SECRET)
             assert plan.ledger.counts(SEED)["sent"] == 30
     finally:
         controller.stop()

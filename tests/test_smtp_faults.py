@@ -15,8 +15,8 @@ import trustme
 from click.testing import CliRunner
 
 from newsletter.__main__ import cli
-from newsletter.commands.send import execute, plan_send
-from newsletter.delivery import Options
+from newsletter.delivery import Options, deliver
+from newsletter.send_plan import plan_send
 from newsletter.smtp import Settings
 
 from .conftest import SECRET, SEED, write_list
@@ -354,10 +354,10 @@ BUSY_421 = {"greeting": b"421 4.3.2 too busy, try later\r\n"}
 def test_a_permanent_refusal_to_connect_stops_at_once(project, script, connections, said):
     server = Scripted(script["greeting"], script.get("answers"))
     options = Options(connections=1, retry_delay=0.01, max_attempts=4)
-    plan = plan_send(project / ISSUE, write_list(project, ["email", "a@example.com", "b@example.com"]))
+    people = write_list(project, ["email", "a@example.com", "b@example.com"])
     try:
-        with plan.ledger:
-            outcome = execute(plan, Settings("127.0.0.1", server.port, "none", timeout=5), options, secret="s")
+        with plan_send(project / ISSUE, people) as plan:
+            outcome = deliver(plan, Settings("127.0.0.1", server.port, "none", timeout=5), options, key="s")
             counts = plan.ledger.counts(SEED)
     finally:
         server.stop()

@@ -2,52 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..delivery import DeliveryPool, Options, Outcome, deliver_one
+from ..delivery import deliver_one
 from ..delivery_state import DeliveryState
 from ..errors import NewsletterError, Problem
 from ..files import open_regular
-from ..issue_identity import Admitted, admit, relative
+from ..issue_identity import relative
 from ..ledger import IssueRecord, Ledger
 from ..message import Composer
 from ..model import is_email_address
 from ..personalise import Recipient
-from ..pipeline import Checked, check, slug_for
+from ..pipeline import check, slug_for
 from ..project import open_project
+from ..send_plan import suppression_path
 from ..smtp import Settings
-from ..state import ledger_path, move_old_ledger, state_folder
-from ..subscribers import Entry, read_subscribers, read_suppressions
+from ..state import ledger_path, move_old_ledger
+from ..subscribers import read_subscribers, read_suppressions
 from ..unsubscribe import (
     MAKE_SECRET,
     SECRET_ENV,
-    secret_fingerprint,
     secret_from_env,
     secret_problem,
     signing_key,
 )
 from .build import write_atomically
 
-SUPPRESSION_FILE = "suppressions.csv"
 TEST_PREFIX = "[TEST] "
-
-
-def suppression_path(checked: Checked, given: Path | None) -> Path | None:
-    """The list of who left: the one given, or the project's suppressions.csv if there is one."""
-    if given is not None:
-        if not given.exists():
-            raise NewsletterError(Problem(given, "no such suppression list"))
-        return given
-    default = checked.project.root / SUPPRESSION_FILE
-    if default.is_symlink() and not default.exists():  # a link to a drive not mounted: never "no list"
-        raise NewsletterError(Problem(default, f"links to {os.readlink(default)}, which cannot be read"))
-    return default if default.exists() else None
 
 
 @dataclass(frozen=True)
@@ -109,137 +93,6 @@ def send_test(issue_path: Path, address: str, settings: Settings) -> list[Proble
     message = composer.personalise(Recipient(address), secret).message()
     deliver_one(settings, checked.project.site.from_.email, address, message)
     return warnings
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a send is about to do, for the confirmation prompt. Nothing is sent or reset yet."""
-
-    checked: Checked
-    ledger: Ledger
-    admitted: Admitted  # which issue, which version: recorded once the send is confirmed
-    to_send: int
-    already_sent: int
-    skipped: dict[DeliveryState, int]  # duplicate, invalid, suppressed
-    uncertain: list[str]  # addresses left `sending` by an earlier run that died
-    failed_before: int
-    resend_uncertain: bool = False
-    retry_failed: bool = False
-    notices: tuple[Problem, ...] = ()  # worth saying before the send starts
-
-    @property
-    def identity(self) -> str:
-        return self.admitted.identity
-
-
-def plan_send(
-    issue_path: Path,
-    to: Path,
-    *,
-    suppressed: Path | None = None,
-    resend_uncertain: bool = False,
-    retry_failed: bool = False,
-    moved: bool = False,
-    changed_content: bool = False,
-) -> Plan:
-    """Check the issue, record the list in the ledger, and count what a send would do.
-
-    The ledger is claimed for this run: a second send of the same project at
-    the same time is refused, as it would mail the same people.
-    """
-    checked = check(issue_path)
-    suppressions = read_suppressions(suppression_path(checked, suppressed))
-    entries: Iterator[Entry] = read_subscribers(to, suppressions, dedupe=False)  # the ledger finds duplicates
-    notices, ledger = open_ledger(checked.project.root)
-    try:
-        ledger.claim()
-        admitted = admit(
-            ledger,
-            checked.rendered,
-            issue_path,
-            checked.project.root,
-            moved=moved,
-            changed_content=changed_content,
-            secret=secret_from_env(),
-        )
-        identity = admitted.identity
-        ledger.import_list(identity, entries)
-        counts = ledger.counts(identity, listed_only=True)
-        uncertain = [email for email, *_ in ledger.rows_in(identity, DeliveryState.SENDING, listed_only=True)]
-    except BaseException:
-        ledger.close()
-        raise
-    to_send = (
-        counts[DeliveryState.PENDING]
-        + (counts[DeliveryState.SENDING] if resend_uncertain else 0)
-        + (counts[DeliveryState.FAILED] if retry_failed else 0)
-    )
-    return Plan(
-        checked,
-        ledger,
-        admitted,
-        to_send=to_send,
-        already_sent=counts[DeliveryState.SENT],
-        skipped={k: counts[k] for k in (DeliveryState.DUPLICATE, DeliveryState.INVALID, DeliveryState.SUPPRESSED)},
-        uncertain=uncertain,
-        failed_before=counts[DeliveryState.FAILED],
-        resend_uncertain=resend_uncertain,
-        retry_failed=retry_failed,
-        notices=(*notices, *admitted.warnings),
-    )
-
-
-def open_ledger(root: Path) -> tuple[list[Problem], Ledger]:
-    """The project's send ledger in state/, moving one an earlier version left in outbox/."""
-    moved = move_old_ledger(root)
-    state_folder(root)
-    return ([moved] if moved else []), Ledger(ledger_path(root))
-
-
-def execute(
-    plan: Plan,
-    settings: Settings,
-    options: Options,
-    *,
-    limit: int | None = None,
-    secret: str | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> Outcome:
-    """Send what the plan says. The caller closes `plan.ledger`.
-
-    Should the ledger's file be deleted or replaced during the send, the
-    send stops, the record is written back from the open database, and
-    NewsletterError says what happened.
-    """
-    secret = secret or require_secret()
-    identity = plan.identity
-    # Only now, with the send confirmed, is the issue recorded as sent from this file, with this content
-    # and key, and do earlier failures become sendable.
-    plan.ledger.record_issue(replace(plan.admitted.record, secret=secret_fingerprint(secret)))
-    if plan.resend_uncertain:
-        plan.ledger.reset(identity, DeliveryState.SENDING)
-    if plan.retry_failed:
-        plan.ledger.reset(identity, DeliveryState.FAILED)
-    composer = Composer.prepare(plan.checked.rendered)
-    rows = plan.ledger.pending(identity)
-    if limit is not None:
-        rows = islice(rows, limit)
-    outcome = DeliveryPool(
-        composer, settings, plan.ledger, secret, options, on_progress, content=plan.admitted.content
-    ).run(rows)
-    if not plan.ledger.intact():
-        ledger = plan.ledger.path
-        found = plan.ledger.restore()
-        aside = f"; the file found in its place was kept as {found.name}" if found else ""
-        raise NewsletterError(
-            Problem(
-                ledger,
-                f"the send ledger was deleted or replaced while sending (sent {outcome.sent} this run). It has been "
-                f"written back from the open copy{aside}, so nobody is mailed twice; the send stopped. "
-                "Run the same command again to continue",
-            )
-        )
-    return outcome
 
 
 def require_secret() -> str:
