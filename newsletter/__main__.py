@@ -165,8 +165,7 @@ def _send_planned(
 ) -> None:
     from .commands.send import require_secret
     from .delivery import deliver
-    from .delivery_state import DeliveryState
-    from .terminal import printable
+    from .report import SendReport, resume_command
 
     _warn(plan.warnings)
     skipped = plan.skipped_text
@@ -201,35 +200,14 @@ def _send_planned(
 
         outcome = deliver(plan, settings, options, key=secret, limit=limit, on_progress=progress)
     counts = plan.ledger.counts(plan.identity, listed_only=True)
-    click.echo(
-        f"sent {outcome.sent}, failed {outcome.failed}"
-        + (f", uncertain {outcome.uncertain}" if outcome.uncertain else "")
-        + f" in {outcome.elapsed:.1f} s; "
-        f"in all: {counts[DeliveryState.SENT]} sent, {counts[DeliveryState.FAILED]} failed, "
-        f"{counts[DeliveryState.PENDING]} still to send, {counts[DeliveryState.SENDING]} uncertain, skipped: {skipped}"
-    )
-    resume = _resume_command(issue, to, suppressed)
-    if outcome.interrupted:
-        raise NewsletterError(f"interrupted after the messages in flight were finished; resume with: {resume}")
-    if outcome.stopped:
-        raise NewsletterError(
-            f"stopped: {printable(outcome.stopped)}. Nothing more was sent; fix the problem, then resume with: {resume}"
-        )
-    if outcome.failed or outcome.uncertain:  # not everyone of this run got it: say so, in the exit code too
-        missed = f"{outcome.failed} failed" + (f", {outcome.uncertain} uncertain" if outcome.uncertain else "")
-        raise NewsletterError(f"{missed}: see newsletter status {issue}")
-    if counts[DeliveryState.FAILED]:
-        click.echo(f"see the failures with: newsletter status {issue}")
-
-
-def _resume_command(issue: Path, to: Path, suppressed: Path | None) -> str:
-    """The command that continues this send, quoted for a shell, with the list of who left."""
-    import shlex
-
-    words = ["newsletter", "send", str(issue), "--to", str(to)]
-    if suppressed is not None:
-        words += ["--suppressed", str(suppressed)]
-    return shlex.join(words)
+    report = SendReport(issue, outcome, counts, skipped, resume_command(issue, to, suppressed))
+    click.echo(report.summary())
+    problem = report.problem()
+    if problem is not None:
+        raise problem
+    hint = report.hint()
+    if hint is not None:
+        click.echo(hint)
 
 
 def _smtp_settings(issue: Path, ca_file: Path | None):
@@ -292,32 +270,12 @@ def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str
 @click.argument("issue", type=ISSUE)
 def status(issue: Path) -> None:
     """What the send ledger says of ISSUE: counts per state, failures, uncertain recipients."""
-    from .commands.send import status as ledger_status
-    from .delivery_state import DeliveryState
-    from .terminal import printable
+    from .report import ledger_report
 
-    found = ledger_status(issue)
-    _warn(found.notices)
-    if found.recorded_as:
-        click.echo(f"(the ledger's record of issue '{found.recorded_as.issue}', sent from {found.recorded_as.path})")
-    for state, n in found.counts.items():
-        click.echo(f"{state:>10}  {n}")
-    if len(found.versions) > 1 or (found.versions and found.versions[0][0] != found.current):
-        click.echo("\nversions sent (the issue changed during its send):")
-        for content, n, first in found.versions:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(first))
-            current = ", the current one" if content == found.current else ""
-            click.echo(f"  {content}  {n} recipients, from {when}{current}")
-    for title, rows in (
-        (DeliveryState.FAILED, found.failures),
-        ("uncertain (may or may not have it)", found.uncertain),
-        (DeliveryState.INVALID, found.invalid),
-    ):
-        if rows:
-            click.echo(f"\n{title}:")
-            for email, reply, attempts, line in rows:
-                shown = printable(email) if email else "(empty)"
-                click.echo(f"  {shown}  (list line {line}, {attempts} attempts): {printable(reply)}")
+    report = ledger_report(issue)
+    _warn(report.notices)
+    for line in report.lines():
+        click.echo(line)
 
 
 def _shown(path: Path) -> str:

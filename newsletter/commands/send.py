@@ -1,4 +1,4 @@
-"""`newsletter send` and `newsletter status`: plain functions; the CLI asks and prints."""
+"""`newsletter send`: plain functions; the CLI asks and prints."""
 
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ from pathlib import Path
 from ..delivery import deliver_one
 from ..delivery_state import DeliveryState
 from ..errors import NewsletterError, Problem
-from ..files import open_regular
-from ..issue_identity import relative
-from ..ledger import IssueRecord, Ledger
 from ..message import Composer
 from ..model import is_email_address
 from ..personalise import Recipient
-from ..pipeline import check, slug_for
-from ..project import open_project
+from ..pipeline import check
 from ..send_plan import suppression_path
 from ..smtp import Settings
-from ..state import ledger_path, move_old_ledger
 from ..subscribers import read_subscribers, read_suppressions
 from ..unsubscribe import (
     MAKE_SECRET,
@@ -111,60 +106,6 @@ def require_secret() -> str:
     if problem:
         raise NewsletterError(problem)
     return secret
-
-
-@dataclass(frozen=True)
-class Status:
-    identity: str  # the issue the ledger's figures are of
-    recorded_as: IssueRecord | None  # set when that is not what the file says: its id changed since
-    counts: dict[DeliveryState, int]
-    failures: list[tuple[str, str, int, int]]
-    uncertain: list[tuple[str, str, int, int]]
-    invalid: list[tuple[str, str, int, int]]
-    versions: list[tuple[str, int, float]]  # (content, recipients, first sent), oldest first
-    current: str | None  # the content the latest run sent
-    notices: list[Problem]
-
-
-def status(issue_path: Path) -> Status:
-    """The ledger's view of one issue; no need for the issue to be valid now, but it must be there."""
-    open_regular(issue_path, "issue file").close()  # a typo in the name must not read as "not sent yet"
-    root = open_project(issue_path).root
-    slug = slug_for(issue_path)
-    notices = []
-    if not ledger_path(root).exists():
-        moved = move_old_ledger(root)
-        if moved is None:
-            raise NewsletterError(Problem(issue_path, "has not been sent yet: there is no send ledger"))
-        notices.append(moved)
-    with Ledger(ledger_path(root)) as ledger:
-        declared = _declared_id(issue_path) or slug
-        # Known by its id or name; else by the path it was sent from, should its id have changed since.
-        record = ledger.issue_record(declared) or ledger.issue_sent_from(relative(issue_path, root))
-        identity = record.issue if record else declared
-        return Status(
-            identity,
-            record if record and record.issue != declared else None,
-            ledger.counts(identity),
-            ledger.rows_in(identity, DeliveryState.FAILED),
-            ledger.rows_in(identity, DeliveryState.SENDING),
-            ledger.rows_in(identity, DeliveryState.INVALID),
-            ledger.versions(identity),
-            record.content if record else None,
-            notices,
-        )
-
-
-def _declared_id(issue_path: Path) -> str | None:
-    """The file's `id:`, read leniently: status must work on an issue that no longer validates."""
-    from ..yamlsource import load
-
-    try:
-        data = load(issue_path, "issue file").data
-    except NewsletterError:
-        return None
-    found = data.get("id") if isinstance(data, dict) else None
-    return found if isinstance(found, str) and found else None
 
 
 def _safe(address: str) -> str:
