@@ -1,17 +1,51 @@
-"""The command line. Only option parsing and printing live here; the work is
-done by plain functions in `newsletter.commands` and the core modules."""
+"""The command line. Only option parsing, prompting and printing live here: each command
+hands off to one function of its module in `newsletter.commands` (`build.build_command`,
+...), which decides what is done and said, and says it through a `Console`, here Click's."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import NewsletterError, Problem
 
 ISSUE = click.Path(path_type=Path, dir_okay=False)
+
+
+class ClickConsole:
+    """The `console.Console` of the command line: Click's output, questions and progress bar."""
+
+    def say(self, line: str, *, err: bool = False) -> None:
+        click.echo(line, err=err)
+
+    def confirm(self, question: str) -> bool:
+        return click.confirm(question, abort=True)
+
+    def ask_password(self, prompt: str) -> str | None:
+        if not click.get_text_stream("stdin").isatty():
+            return None
+        return click.prompt(prompt, hide_input=True)
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
+        done, started = 0, time.monotonic()
+
+        def rate(_: object) -> str:
+            elapsed = time.monotonic() - started
+            return f"{done / elapsed:.0f} msg/s" if done and elapsed > 0 else ""
+
+        with click.progressbar(length=total, label=label, show_pos=True, show_eta=True, item_show_func=rate) as bar:
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                bar.update(n)
+
+            yield advance
 
 
 @click.group()
@@ -20,29 +54,14 @@ def cli() -> None:
     """Write, check, preview and send the campaigns newsletter."""
 
 
-def _warn(problems: list[Problem]) -> None:
-    from .terminal import printable
-
-    for problem in problems:
-        click.echo(f"warning: {printable(str(problem))}", err=True)
-
-
 @cli.command()
 @click.argument("issue", type=ISSUE)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 def check(issue: Path, strict: bool) -> None:
     """Validate ISSUE and report every problem; exit 1 on errors."""
-    from .pipeline import check as check_issue
+    from .commands import check
 
-    checked = check_issue(issue)
-    if strict and checked.warnings:
-        raise NewsletterError(checked.warnings)
-    _warn(checked.warnings)
-    n = len(checked.warnings)
-    click.echo(
-        f"{issue}: valid, {len(checked.issue.items)} items, HTML {checked.html_bytes / 1024:.1f} KB"
-        + (f", {n} warning{'s' if n != 1 else ''}" if n else "")
-    )
+    check.check_command(issue, strict=strict, console=ClickConsole())
 
 
 @cli.command()
@@ -52,28 +71,18 @@ def check(issue: Path, strict: bool) -> None:
 )
 def build(issue: Path, out: Path | None) -> None:
     """Write ISSUE as email.html, email.txt and email.eml."""
-    from .commands.build import build as build_issue
-    from .unsubscribe import secret_warnings
+    from .commands import build
 
-    _warn(secret_warnings())
-    checked, paths = build_issue(issue, out)
-    if checked.warnings:
-        n = len(checked.warnings)
-        click.echo(f"{n} warning{'s' if n != 1 else ''}: see newsletter check {issue}", err=True)
-    for path in paths:
-        click.echo(f"{_shown(path)}  {path.stat().st_size / 1024:.1f} KB")
+    build.build_command(issue, out, console=ClickConsole())
 
 
 @cli.command()
 @click.argument("slug")
 def new(slug: str) -> None:
     """Write issues/SLUG.yaml, a scaffold to fill in."""
-    from .commands.new import new_issue
-    from .project import find_root
+    from .commands import new
 
-    root = find_root(Path.cwd()) or Path.cwd()
-    path = new_issue(slug, root / "issues")
-    click.echo(f"wrote {_shown(path)}; check it with: newsletter check {_shown(path)}")
+    new.new_command(slug, console=ClickConsole())
 
 
 @cli.command()
@@ -81,9 +90,9 @@ def new(slug: str) -> None:
 @click.option("--issue", "kind", flag_value="issue", default=True, hidden=True)
 def schema(kind: str) -> None:
     """Print the JSON Schema of the issue file (or, with --site, of newsletter.yaml)."""
-    from .commands.schema import schema as make_schema
+    from .commands import schema
 
-    click.echo(make_schema(kind), nl=False)
+    schema.schema_command(kind, console=ClickConsole())
 
 
 @cli.command()
@@ -129,99 +138,30 @@ def send(
     changed_content: bool,
 ) -> None:
     """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
-    from .commands import send as sending
+    from .commands import send
     from .delivery import Options
-    from .send_plan import plan_send
-    from .unsubscribe import secret_warnings
 
     if test_address:
-        settings = _smtp_settings(issue, ca_file)
-        _warn(sending.send_test(issue, test_address, settings))
-        click.echo(f"sent a [TEST] message to {test_address} through {settings.address}")
-        return
-    if to is None:
+        send.test_command(issue, test_address, ca_file=ca_file, console=ClickConsole())
+    elif to is None:
         raise click.UsageError("give the subscriber list with --to LIST.csv (or --test ADDRESS)")
-    if dry_run:
-        _warn(secret_warnings())
-        result = sending.dry_run(issue, to, limit=limit, suppressed=suppressed)
-        click.echo(f"dry run: wrote {result.written} messages to {_shown(result.folder)}/; sent nothing")
-        for state, n in sorted(result.skipped.items()):
-            click.echo(f"  skipped {n} {state}")
-        return
-    with plan_send(
-        issue,
-        to,
-        suppressed=suppressed,
-        resend_uncertain=resend_uncertain,
-        retry_failed=retry_failed,
-        moved=moved,
-        changed_content=changed_content,
-    ) as plan:
-        _send_planned(issue, to, plan, limit, Options(connections=connections, rate=rate), yes, ca_file, suppressed)
-
-
-def _send_planned(
-    issue: Path, to: Path, plan, limit: int | None, options, yes: bool, ca_file: Path | None, suppressed: Path | None
-) -> None:
-    from .commands.send import require_secret
-    from .delivery import deliver
-    from .report import SendReport, resume_command
-
-    _warn(plan.warnings)
-    skipped = plan.skipped_text
-    to_send = plan.this_run(limit)
-    if to_send == 0:
-        click.echo(
-            f"nothing to send: {plan.already_sent} already sent, {plan.failed_before} failed, skipped: {skipped}"
+    elif dry_run:
+        send.dry_run_command(issue, to, limit=limit, suppressed=suppressed, console=ClickConsole())
+    else:
+        send.send_command(
+            issue,
+            to,
+            limit=limit,
+            options=Options(connections=connections, rate=rate),
+            yes=yes,
+            suppressed=suppressed,
+            ca_file=ca_file,
+            resend_uncertain=resend_uncertain,
+            retry_failed=retry_failed,
+            moved=moved,
+            changed_content=changed_content,
+            console=ClickConsole(),
         )
-        return
-    secret = require_secret()  # before asking anything: no point confirming a send that cannot start
-    settings = _smtp_settings(issue, ca_file)
-    subject = plan.checked.issue.subject_line
-    click.echo(f"Issue:      {subject}")
-    click.echo(f"Recipients: {to_send} to send now ({plan.already_sent} already sent; skipped: {skipped})")
-    click.echo(f"Server:     {settings.address}" + (f" as {settings.username}" if settings.username else ""))
-    if plan.checked.warnings:
-        click.echo(f"Warnings:   {len(plan.checked.warnings)} (see newsletter check {issue})")
-    if not yes:
-        click.confirm("Send now?", abort=True)
-    done, started = 0, time.monotonic()
-
-    def rate(_: object) -> str:
-        elapsed = time.monotonic() - started
-        return f"{done / elapsed:.0f} msg/s" if done and elapsed > 0 else ""
-
-    with click.progressbar(length=to_send, label="Sending", show_pos=True, show_eta=True, item_show_func=rate) as bar:
-
-        def progress(n: int) -> None:
-            nonlocal done
-            done += n
-            bar.update(n)
-
-        outcome = deliver(plan, settings, options, key=secret, limit=limit, on_progress=progress)
-    counts = plan.ledger.counts(plan.identity, listed_only=True)
-    report = SendReport(issue, outcome, counts, skipped, resume_command(issue, to, suppressed))
-    click.echo(report.summary())
-    problem = report.problem()
-    if problem is not None:
-        raise problem
-    hint = report.hint()
-    if hint is not None:
-        click.echo(hint)
-
-
-def _smtp_settings(issue: Path, ca_file: Path | None):
-    from .project import open_project
-    from .smtp import settings_from, with_password
-
-    settings = settings_from(open_project(issue).site.smtp, ca_file)
-    if settings.username and not settings.password:
-        if not click.get_text_stream("stdin").isatty():
-            raise NewsletterError(
-                f"set NEWSLETTER_SMTP_PASSWORD: the password for {settings.username} on {settings.host}"
-            )
-        settings = with_password(settings, click.prompt(f"SMTP password for {settings.username}", hide_input=True))
-    return settings
 
 
 @cli.command()
@@ -235,54 +175,22 @@ def _smtp_settings(issue: Path, ca_file: Path | None):
 @click.option("--to", "to", type=click.Path(path_type=Path, dir_okay=False), help="The list to find --as in.")
 def preview(issue: Path, port: int, host: str, open_browser: bool, as_email: str | None, to: Path | None) -> None:
     """Serve a live-reloading preview of ISSUE on this machine."""
-    import webbrowser
-
-    from .preview import Preview, Server
-    from .smtp import is_loopback
-    from .unsubscribe import secret_warnings
-
     if as_email and to is None:
         raise click.UsageError("--as needs --to LIST.csv")
-    server = Server(Preview(issue, as_email, to), host, port)
-    server.start()
-    # Ctrl-C may come at any moment once the server runs, even before the
-    # first line is printed: it always stops the server and exits cleanly.
-    try:
-        if port and server.port != port:
-            click.echo(f"port {port} is in use; using {server.port} instead")
-        if not is_loopback(host):
-            click.echo(f"warning: serving on {host}: anyone who can reach this machine can read the preview", err=True)
-        _warn(secret_warnings())
-        click.echo(f"Previewing {issue} at {server.url}  (Ctrl-C to stop)")
-        for problem in server.preview.snapshot.errors:
-            click.echo(f"error: {problem}", err=True)
-        if open_browser:
-            webbrowser.open(server.url)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("stopping")
-    finally:
-        server.stop()
+    from .commands import preview
+
+    preview.preview_command(
+        issue, port=port, host=host, open_browser=open_browser, as_email=as_email, to=to, console=ClickConsole()
+    )
 
 
 @cli.command()
 @click.argument("issue", type=ISSUE)
 def status(issue: Path) -> None:
     """What the send ledger says of ISSUE: counts per state, failures, uncertain recipients."""
-    from .report import ledger_report
+    from .commands import status
 
-    report = ledger_report(issue)
-    _warn(report.notices)
-    for line in report.lines():
-        click.echo(line)
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    status.status_command(issue, console=ClickConsole())
 
 
 def main() -> None:

@@ -6,11 +6,24 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..console import Console, shown_path, warn
 from ..errors import NewsletterError, Problem
 from ..message import Composer
 from ..personalise import Recipient
 from ..pipeline import Checked, check
-from ..unsubscribe import signing_key
+from ..unsubscribe import secret_warnings, signing_key
+
+
+def build_command(issue: Path, out: Path | None = None, *, console: Console) -> list[Path]:
+    """Write the three files (see `build`) and say where, with their sizes."""
+    warn(console, secret_warnings())
+    checked, paths = build(issue, out)
+    if checked.warnings:
+        n = len(checked.warnings)
+        console.say(f"{n} warning{'s' if n != 1 else ''}: see newsletter check {issue}", err=True)
+    for path in paths:
+        console.say(f"{shown_path(path)}  {path.stat().st_size / 1024:.1f} KB")
+    return paths
 
 
 def build(issue_path: Path, out: Path | None = None) -> tuple[Checked, list[Path]]:

@@ -6,7 +6,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from ..console import Console, shown_path
 from ..errors import NewsletterError, Problem
+from ..project import find_root
 from ..slug import shown, why_not_a_name
 
 SCAFFOLD = """\
@@ -44,6 +46,14 @@ contact:
   role: Your role
   email: you@example.org
 """
+
+
+def new_command(slug: str, *, console: Console) -> Path:
+    """Write issues/SLUG.yaml in the project of the current folder (or in the current folder) and say so."""
+    root = find_root(Path.cwd()) or Path.cwd()
+    path = new_issue(slug, root / "issues")
+    console.say(f"wrote {shown_path(path)}; check it with: newsletter check {shown_path(path)}")
+    return path
 
 
 def new_issue(slug: str, issues_dir: Path, today: dt.date | None = None) -> Path:

@@ -8,11 +8,19 @@ from typing import Any, Literal
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from ..console import Console
 from ..model import Issue, Site
 
 # Classes renamed in the code since the schema was first published, under the names it still uses:
 # editors show them, and a schema file a project keeps should not change with a rename in here.
 PUBLISHED_NAMES = {"Mailbox": "Sender"}
+
+
+def schema_command(kind: Literal["issue", "site"] = "issue", *, console: Console) -> str:
+    """Show the JSON Schema of the issue file (or of the site file); returns it."""
+    document = schema(kind)
+    console.say(document.removesuffix("\n"))
+    return document
 
 
 def schema(kind: Literal["issue", "site"] = "issue") -> str:
