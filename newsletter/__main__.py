@@ -23,6 +23,7 @@ class ClickConsole:
         click.echo(line, err=err)
 
     def confirm(self, question: str) -> bool:
+        # A no ends the command as Click ends it: "Aborted!", exit 1.
         return click.confirm(question, abort=True)
 
     def ask_password(self, prompt: str) -> str | None:

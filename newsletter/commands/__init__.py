@@ -1,1 +1,2 @@
-"""One module per command: plain functions the CLI, tests and other programs call."""
+"""One module per command, each with one `*_command` function: the CLI calls it, and so can tests and
+other programs, giving it a `console.Console` to say things and ask through."""
