@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import NewsletterError, Problem
 from ..files import open_regular
 from ..issue_identity import Admitted, admit, relative
-from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger
+from ..ledger import FAILED, SENDING, SENT, IssueRecord, Ledger, refuse_an_interrupted_restore
 from ..message import Envelope, Recipient
 from ..model import is_email_address
 from ..pipeline import Checked, check, slug_for
@@ -289,6 +289,7 @@ def status(issue_path: Path) -> Status:
     root = open_project(issue_path).root
     slug = slug_for(issue_path)
     notices = []
+    refuse_an_interrupted_restore(ledger_path(root))
     if not ledger_path(root).exists():
         moved = move_old_ledger(root)
         if moved is None:
