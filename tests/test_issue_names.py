@@ -8,7 +8,7 @@ import pytest
 
 from newsletter.slug import why_not_a_name
 
-from .conftest import SEED, write_list
+from .support import SEED, write_list
 
 
 @pytest.mark.parametrize("name", ["2021-06-summer", "été 2021", "Frühling_2022", "весна", "x: {y} #z", "a.b", "a..b"])

@@ -8,7 +8,7 @@ import json
 import jsonschema
 import yaml
 
-from .conftest import REPO, SEED
+from .support import REPO, SEED
 
 
 def test_new_writes_a_scaffold_that_passes_check(project, run):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,7 @@ import pytest
 
 from newsletter.preview import Preview, Server
 
-from .conftest import SEED, write_list
+from .support import SEED, cli_command, cli_env, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 TITLE = "Crisis and Tactical Round Up: Spring Solidarity"
@@ -128,10 +126,9 @@ def test_cli_picks_a_free_port_and_stops_cleanly_on_ctrl_c(project):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = dict(os.environ, XDG_CACHE_HOME=str(project / ".cache"))
-        command = [sys.executable, "-m", "newsletter", "preview", ISSUE, "--no-open", "--port", str(port)]
+        command = cli_command("preview", ISSUE, "--no-open", "--port", port)
         process = subprocess.Popen(
-            command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=project, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         try:
             lines = [process.stdout.readline() for _ in range(2)]
