@@ -1,16 +1,20 @@
-"""The project keeps its own promises: CI runs what the README says, one version number."""
+"""The project keeps its own promises: CI runs what the README says; the version is written once."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from .support import REPO
+import newsletter
+
+from .support import REPO, run_cli
 
 
 def readme_test_command() -> str:
@@ -61,3 +65,16 @@ def test_ci_fails_when_a_step_fails(tmp_path, failing):
     done, calls = run_ci(tmp_path, failing)
     assert done.returncode != 0
     assert calls[-1].startswith(failing)  # and nothing runs after it
+
+
+def test_the_version_is_written_once_and_newsletter_version_prints_it(tmp_path):
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    # Where hatchling reads it, with its own pattern: the one place the number is written.
+    source = REPO / pyproject["tool"]["hatch"]["version"]["path"]
+    written = re.findall(r"(?m)^__version__ *= *([\'\"])v?(.+?)\1", source.read_text(encoding="utf-8"))
+    assert [version for _, version in written] == [newsletter.__version__]
+    done = run_cli(tmp_path, "--version")
+    assert (done.returncode, done.stdout) == (0, f"newsletter, version {newsletter.__version__}\n")
+    # What pip recorded when it installed the package came from there too.
+    assert importlib.metadata.version("newsletter") == newsletter.__version__
