@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -145,17 +146,44 @@ def test_cli_picks_a_free_port_and_stops_cleanly_on_ctrl_c(project):
 # -- in a real browser --------------------------------------------------------
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own download cannot work here
+
+
+def launch_chromium(playwright, executable: Path = CHROMIUM):
+    """Chromium at `executable`, or a failed test saying how to install it (a skip would hide a broken promise)."""
+    from playwright.sync_api import Error
+
+    if not os.access(executable, os.X_OK):
+        pytest.fail(
+            f"the browser tests need Chromium at {executable}, and it is not there; "
+            "install it with: apt-get update && apt-get install -y chromium (as root, as .ci/run does)",
+            pytrace=False,
+        )
+    try:
+        return playwright.chromium.launch(
+            executable_path=str(executable),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+    except Error as exc:
+        pytest.fail(f"Chromium at {executable} did not start: {exc.message}", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
+
+
+def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright, pytest.raises(pytest.fail.Exception) as failed:
+        launch_chromium(playwright, tmp_path / "chromium")
+    assert "apt-get install -y chromium" in str(failed.value)
 
 
 @pytest.fixture
