@@ -1,4 +1,5 @@
-"""The project keeps its own promises: CI runs what the README says; the version is written once."""
+"""The project keeps its own promises: CI runs what the README says; the version is written once;
+the cache and the process-wide changes are what the README's "Good to know" says."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 import newsletter
 
-from .support import REPO, run_cli
+from .support import MINIMAL, REPO, cli_env, run_cli, write_issue
 
 
 def readme_test_command() -> str:
@@ -78,3 +80,45 @@ def test_the_version_is_written_once_and_newsletter_version_prints_it(tmp_path):
     assert (done.returncode, done.stdout) == (0, f"newsletter, version {newsletter.__version__}\n")
     # What pip recorded when it installed the package came from there too.
     assert importlib.metadata.version("newsletter") == newsletter.__version__
+
+
+def _cached(folder: Path) -> list[Path]:
+    return sorted((folder / "newsletter" / "jinja").glob("sandboxed-*.cache"))
+
+
+def test_the_template_cache_is_where_the_readme_says_and_safe_to_delete(project, tmp_path):
+    issue = write_issue(project, MINIMAL)
+    home = tmp_path / "home"
+    home.mkdir()
+    without_xdg = {"XDG_CACHE_HOME": "", "HOME": str(home)}
+    assert run_cli(project, "build", issue, env=without_xdg).returncode == 0
+    assert _cached(home / ".cache")
+    shutil.rmtree(home / ".cache")
+    done = run_cli(project, "build", issue, env=without_xdg)
+    assert done.returncode == 0, done.stderr
+    assert _cached(home / ".cache")  # compiled again
+
+    xdg = tmp_path / "xdg"
+    assert run_cli(project, "build", issue, env={"XDG_CACHE_HOME": str(xdg)}).returncode == 0
+    assert _cached(xdg)
+
+    # A home that cannot hold a cache (here: below a file) only means no cache.
+    (tmp_path / "a file").write_text("", encoding="utf-8")
+    no_home = {"XDG_CACHE_HOME": "", "HOME": str(tmp_path / "a file" / "home")}
+    done = run_cli(project, "build", issue, "--out", "fresh", env=no_home)
+    assert done.returncode == 0, done.stderr
+    assert (project / "fresh" / "email.html").exists() and "Traceback" not in done.stderr
+
+
+def test_a_program_importing_requests_after_a_render_gets_the_real_module(tmp_path):
+    code = (
+        "import sys; from newsletter.render import inline_css\n"
+        "inline_css('<!doctype html><html><head><style>p {color: red}</style></head><body><p>x</p></body></html>')\n"
+        "assert 'requests' not in sys.modules, 'the stand-in was left behind'\n"
+        "import requests\n"
+        "print(callable(requests.get))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
