@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from .slug import why_not_a_name
+from .text import LINE_BREAKS
 from .unsubscribe import make_token
 
 LINK_SCHEMES = ("http", "https", "mailto")
@@ -39,7 +40,7 @@ _LONGEST_TOKEN = len(make_token("key", "list", "a" * 254))
 
 
 def _one_line(value: str) -> str:
-    if "\n" in value or "\r" in value:
+    if any(c in LINE_BREAKS for c in value):
         raise ValueError("must be on one line (it contains a line break)")
     return value
 
