@@ -17,10 +17,25 @@ LINE_BREAKS = "\n\r\x85\u2028\u2029"
 # them), the line and paragraph separators, lone surrogates (how Python carries the undecodable bytes
 # of a file name) and the non-characters U+FFFE and U+FFFF (MJML cannot parse them). Letters of any
 # script, emoji, and joiners such as U+200D (emoji sequences) are text.
-_NOT_TEXT = "\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff"
-NOT_TEXT = re.compile(f"[{_NOT_TEXT}]")
-# In multi-line text: the same, less tab and line breaks.
-NOT_TEXT_IN_LINES = re.compile(f"(?![\t{LINE_BREAKS}])[{_NOT_TEXT}]")
+_NOT_TEXT = [(0x00, 0x1F), (0x7F, 0x9F), (0x2028, 0x2029), (0xD800, 0xDFFF), (0xFFFE, 0xFFFF)]
+
+
+def _character_class(ranges: list[tuple[int, int]], allowed: str = "") -> re.Pattern[str]:
+    """A pattern matching one character in `ranges` (inclusive) that is not in `allowed`."""
+    parts = []
+    for low, high in ranges:
+        start = low
+        for n in [*sorted(ord(c) for c in allowed if low <= ord(c) <= high), high + 1]:
+            if start < n:
+                parts.append(re.escape(chr(start)) + ("-" + re.escape(chr(n - 1)) if n - 1 > start else ""))
+            start = n + 1
+    return re.compile(f"[{''.join(parts)}]")
+
+
+NOT_TEXT = _character_class(_NOT_TEXT)
+# In multi-line text: the same, less tab and line breaks. (Built, not written out, to stay one set;
+# a lookahead would make the check of a whole issue several times slower.)
+NOT_TEXT_IN_LINES = _character_class(_NOT_TEXT, "\t" + LINE_BREAKS)
 
 # Python reads a file name's byte that is not UTF-8 as one of these (the "surrogateescape" handler).
 _ESCAPED_BYTES = range(0xDC80, 0xDD00)

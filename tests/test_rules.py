@@ -105,10 +105,11 @@ def test_letters_emoji_and_joiners_are_text_everywhere(project, run, tmp_path, t
     assert run("check", issue).exit_code == 0
 
 
-def test_the_terminal_never_gets_a_character_that_is_refused_as_not_text():
-    from newsletter.text import NOT_TEXT as PATTERN
-    from newsletter.text import printable
+def test_one_set_of_characters_that_are_not_text_and_the_terminal_never_gets_them_raw():
+    from newsletter import text
 
-    refused = [chr(n) for n in range(0x110000) if PATTERN.match(chr(n))]
+    refused = [chr(n) for n in range(0x110000) if text.NOT_TEXT.match(chr(n))]
     assert len(refused) == 0x20 + 1 + 0x20 + 2 + 0x800 + 2  # C0, DEL, C1, LS and PS, surrogates, U+FFFE/FFFF
-    assert all(c not in printable(f"a{c}b") for c in refused)
+    in_lines = [chr(n) for n in range(0x110000) if text.NOT_TEXT_IN_LINES.match(chr(n))]
+    assert set(refused) - set(in_lines) == set("\t\n\r\x85\u2028\u2029") and set(in_lines) < set(refused)
+    assert all(c not in text.printable(f"a{c}b") for c in refused)
