@@ -71,19 +71,30 @@ def new(slug: str) -> None:
     from .commands.new import new_issue
     from .project import find_root
 
-    root = find_root(Path.cwd()) or Path.cwd()
-    path = new_issue(slug, root / "issues")
-    click.echo(f"wrote {_shown(path)}; check it with: newsletter check {_shown(path)}")
+    created = new_issue(slug, find_root(Path.cwd()) or Path.cwd())
+    click.echo(f"wrote {_shown(created.path)}; check it with: newsletter check {_shown(created.path)}")
+    for path in created.schemas:
+        click.echo(f"wrote {_shown(path)}, for editors to check the issue as you type")
+    _warn(created.warnings)
 
 
 @cli.command()
 @click.option("--site", "kind", flag_value="site", help="The site file's schema instead of the issue's.")
 @click.option("--issue", "kind", flag_value="issue", default=True, hidden=True)
-def schema(kind: str) -> None:
+@click.option("--write", is_flag=True, help="Write both into the project's schema/ folder, where editors look.")
+def schema(kind: str, write: bool) -> None:
     """Print the JSON Schema of the issue file (or, with --site, of newsletter.yaml)."""
     from .commands.schema import schema as make_schema
+    from .commands.schema import write_schemas
+    from .project import find_root
 
-    click.echo(make_schema(kind), nl=False)
+    if not write:
+        click.echo(make_schema(kind), nl=False)
+        return
+    if kind == "site":
+        raise click.UsageError("--write writes both schemas; leave out --site")
+    for path in write_schemas(find_root(Path.cwd()) or Path.cwd()):
+        click.echo(f"wrote {_shown(path)}")
 
 
 @cli.command()

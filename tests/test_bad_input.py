@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import tracemalloc
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MINIMAL, REPO, SEED, write_issue
+from .support import MINIMAL, SEED, run_cli, write_issue
 
 ISSUE = "issues/test.yaml"
 
@@ -404,16 +403,7 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         # Reading /dev/zero whole should fail here, not slow the machine down first.
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,  # a regression fails the test instead of hanging the suite
-        preexec_fn=cap_memory,
-    )
+    return run_cli(cwd, *args, preexec_fn=cap_memory)
 
 
 @pytest.mark.parametrize(

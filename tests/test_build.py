@@ -10,7 +10,7 @@ from pathlib import Path
 import lxml.html
 import yaml
 
-from .conftest import MINIMAL, SEED, write_issue
+from .support import MINIMAL, SEED, run_cli, write_issue
 
 
 def _parts(eml: Path) -> tuple[email.message.EmailMessage, str, str]:
@@ -164,15 +164,7 @@ def test_build_from_another_folder_finds_the_project(project, run, monkeypatch):
 
 
 def test_python_dash_m_works(project):
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", "check", f"issues/{SEED}.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=project,
-    )
+    done = run_cli(project, "check", f"issues/{SEED}.yaml")
     assert done.returncode == 0, done.stderr
     assert "valid, 7 items" in done.stdout
 

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ import pytest
 
 from newsletter.preview import Preview, Server
 
-from .conftest import SEED, write_list
+from .support import SEED, cli_command, cli_env, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 TITLE = "Crisis and Tactical Round Up: Spring Solidarity"
@@ -128,10 +127,9 @@ def test_cli_picks_a_free_port_and_stops_cleanly_on_ctrl_c(project):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = dict(os.environ, XDG_CACHE_HOME=str(project / ".cache"))
-        command = [sys.executable, "-m", "newsletter", "preview", ISSUE, "--no-open", "--port", str(port)]
+        command = cli_command("preview", ISSUE, "--no-open", "--port", port)
         process = subprocess.Popen(
-            command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=project, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         try:
             lines = [process.stdout.readline() for _ in range(2)]
@@ -148,17 +146,44 @@ def test_cli_picks_a_free_port_and_stops_cleanly_on_ctrl_c(project):
 # -- in a real browser --------------------------------------------------------
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own download cannot work here
+
+
+def launch_chromium(playwright, executable: Path = CHROMIUM):
+    """Chromium at `executable`, or a failed test saying how to install it (a skip would hide a broken promise)."""
+    from playwright.sync_api import Error
+
+    if not os.access(executable, os.X_OK):
+        pytest.fail(
+            f"the browser tests need Chromium at {executable}, and it is not there; "
+            "install it with: apt-get update && apt-get install -y chromium (as root, as .ci/run does)",
+            pytrace=False,
+        )
+    try:
+        return playwright.chromium.launch(
+            executable_path=str(executable),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+    except Error as exc:
+        pytest.fail(f"Chromium at {executable} did not start: {exc.message}", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
+
+
+def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright, pytest.raises(pytest.fail.Exception) as failed:
+        launch_chromium(playwright, tmp_path / "chromium")
+    assert "apt-get install -y chromium" in str(failed.value)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from .conftest import MINIMAL, SEED, write_issue, write_list
 from .small_disk import cli, small_disk
+from .support import MINIMAL, SEED, write_issue, write_list
 
 LEDGER = Path("state") / "ledger.sqlite3"
 
