@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -470,10 +469,11 @@ def test_alias_bomb_fails_fast(project, run, text, expected):
     def too_slow(signum, frame):
         raise TimeoutError("check is still expanding aliases after 30 s")
 
+    # The alarm only keeps a regression from hanging the suite. What shows the work is bounded does not
+    # depend on the machine's speed: the memory it took, and the message naming the count it stopped at.
     previous = signal.signal(signal.SIGALRM, too_slow)
     signal.alarm(30)
     tracemalloc.start()
-    started = time.monotonic()
     try:
         lines = check_issue(project, run, text)
         peak = tracemalloc.get_traced_memory()[1]
@@ -481,7 +481,6 @@ def test_alias_bomb_fails_fast(project, run, text, expected):
         tracemalloc.stop()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - started < 10
     assert peak < 100 * 1024 * 1024
     assert len(lines) == 1
     assert re.fullmatch(expected, lines[0])
