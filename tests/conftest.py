@@ -57,3 +57,17 @@ def smtp_server(inbox, project, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     yield handler
     controller.stop()
+
+
+@pytest.fixture
+def raw_server(project, monkeypatch):
+    """A bare SMTP server on 127.0.0.1 that keeps each message's DATA exactly as sent, which the project sends to."""
+    from .raw_smtp import RawSMTP
+    from .support import SECRET
+
+    with RawSMTP() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+        monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+        yield server
