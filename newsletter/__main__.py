@@ -89,11 +89,14 @@ def new(slug: str) -> None:
 @cli.command()
 @click.option("--site", "kind", flag_value="site", help="The site file's schema instead of the issue's.")
 @click.option("--issue", "kind", flag_value="issue", default=True, hidden=True)
-def schema(kind: str) -> None:
+@click.option("--write", is_flag=True, help="Write both into the project's schema/ folder, where editors look.")
+def schema(kind: str, write: bool) -> None:
     """Print the JSON Schema of the issue file (or, with --site, of newsletter.yaml)."""
+    if write and kind == "site":
+        raise click.UsageError("--write writes both schemas; leave out --site")
     from .commands import schema
 
-    schema.schema_command(kind, console=ClickConsole())
+    schema.schema_command(kind, write=write, console=ClickConsole())
 
 
 @cli.command()

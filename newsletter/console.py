@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import Problem
-from .terminal import printable
+from .text import printable
 
 
 class Console(Protocol):

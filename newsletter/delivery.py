@@ -31,7 +31,7 @@ from .message import Composer
 from .personalise import Recipient
 from .send_plan import Plan
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
-from .terminal import printable
+from .text import printable
 from .unsubscribe import secret_fingerprint
 
 TEMPORARY = {421, 450, 451, 452, 454}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .terminal import printable
+from .text import printable
 
 
 @dataclass(frozen=True)

@@ -124,11 +124,24 @@ def ledger_problem(exc: sqlite3.Error) -> str:
     return f"the send ledger cannot be used: {exc}"
 
 
+def refuse_an_interrupted_restore(path: Path) -> None:
+    """NewsletterError if a send died while writing the ledger at `path` back (see `Ledger.restore`)."""
+    for copy in path.parent.glob(f".{path.name}.restoring-*"):
+        raise NewsletterError(
+            Problem(
+                copy,
+                "a send died while writing the send ledger back; this file may be the only record of who "
+                f"was mailed. If {path.name} is missing or older, move this file there; then delete it",
+            )
+        )
+
+
 class Ledger:
     """Thread-safe: the send's worker threads share one connection behind a lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        refuse_an_interrupted_restore(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)

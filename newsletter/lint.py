@@ -5,8 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .errors import Problem
+from .markdown import issue_links
 from .model import Issue
-from .validation import markdown_links
 from .yamlsource import Source
 
 # Gmail clips a message whose HTML passes about 102 KB, hiding the rest,
@@ -26,7 +26,7 @@ def is_placeholder(url: str) -> bool:
 
 def lint(issue: Issue, source: Source, html_bytes: int) -> list[Problem]:
     warnings: list[Problem] = []
-    for href, loc, offset in markdown_links(source):
+    for href, loc, offset in issue_links(source):
         if is_placeholder(href):
             warnings.append(source.problem(loc, f"placeholder link {href}: put the real address", line_offset=offset))
     for i, item in enumerate(issue.items):

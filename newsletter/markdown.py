@@ -1,19 +1,22 @@
-"""Markdown from issue files, to HTML for the email and to plain text.
+"""Markdown from issue files: which fields hold it, the links in them, and its HTML and plain text.
 
-Raw HTML in Markdown is off: what an advisor types is shown, never run.
+Raw HTML in Markdown is off: what an advisor types is shown, never run. Links
+follow the one rule of `model.link_problem`, in Markdown as in link fields.
 """
 
 from __future__ import annotations
 
 import textwrap
 from functools import lru_cache
-from urllib.parse import urlsplit
+from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
 
-from .model import LINK_SCHEMES
+from .errors import Problem
+from .model import link_problem
+from .yamlsource import Loc, Source
 
 
 @lru_cache(maxsize=2)
@@ -45,17 +48,45 @@ def links(source: str) -> list[tuple[str, int]]:
     return found
 
 
-def link_problem(href: str) -> str | None:
-    """Why `href` cannot be a link in an email, or None if it can."""
-    parts = urlsplit(href)
-    scheme = parts.scheme.lower()
-    if not scheme:
-        return f"link '{href}' is not a full address; write it with https://"
-    if scheme not in LINK_SCHEMES:
-        return f"link '{href}' has '{scheme}:'; only http, https and mailto links are allowed"
-    if scheme in ("http", "https") and not parts.netloc:
-        return f"link '{href}' has no host"
-    return None
+def issue_fields(source: Source) -> list[tuple[Loc, str]]:
+    """Every Markdown field of an issue file's data (those typed `Markdown` in model.py), with where it is.
+
+    It reads the data as loaded, before validation, so that links are checked in an issue with other problems too.
+    """
+    data = source.data if isinstance(source.data, dict) else {}
+    fields: list[tuple[Loc, Any]] = [(("intro",), data.get("intro"))]
+    items = data.get("items")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict):
+            continue
+        fields += [(("items", i, "body"), item.get("body")), (("items", i, "notes"), item.get("notes"))]
+        actions = item.get("actions")
+        for j, action in enumerate(actions if isinstance(actions, list) else []):
+            fields.append((("items", i, "actions", j), action))
+    return [(loc, value) for loc, value in fields if isinstance(value, str)]
+
+
+def issue_links(source: Source) -> list[tuple[str, Loc, int]]:
+    """Every link in an issue file's Markdown fields: (href, field, line offset from the field's start)."""
+    found = []
+    for loc, value in issue_fields(source):
+        node = source.values.get(loc)
+        # In a literal block (|) the text starts on the line after the key and
+        # keeps its lines; a folded one (>) does not, so it gets the key's line.
+        block = node is not None and getattr(node, "style", None) == "|"
+        for href, line in links(value):
+            found.append((href, loc, line + 1 if block else 0))
+    return found
+
+
+def issue_link_problems(source: Source) -> list[Problem]:
+    """The bad links in an issue file's Markdown fields, each placed on its own line."""
+    problems = []
+    for href, loc, offset in issue_links(source):
+        why = link_problem(href)
+        if why:
+            problems.append(source.problem(loc, why, line_offset=offset))
+    return problems
 
 
 def to_html(source: str, *, inline: bool = False) -> Markup:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from .slug import why_not_a_name
+from .text import LINE_BREAKS
 from .unsubscribe import make_token
 
 LINK_SCHEMES = ("http", "https", "mailto")
@@ -39,19 +40,35 @@ _LONGEST_TOKEN = len(make_token("key", "list", "a" * 254))
 
 
 def _one_line(value: str) -> str:
-    if "\n" in value or "\r" in value:
+    if any(c in LINE_BREAKS for c in value):
         raise ValueError("must be on one line (it contains a line break)")
     return value
 
 
+def link_problem(href: str) -> str | None:
+    """Why `href` cannot be a link in an email, or None if it can.
+
+    The one link rule: for link fields (`url:`, `src:`, the site's addresses) and for links in Markdown.
+    """
+    try:
+        parts = urlsplit(href)
+    except ValueError as exc:  # such as an unclosed [ of an IPv6 host
+        return f"link '{href}' is not a valid address ({exc})"
+    scheme = parts.scheme.lower()
+    if not scheme:
+        return f"link '{href}' is not a full address; write it with https://"
+    if scheme not in LINK_SCHEMES:
+        return f"link '{href}' has '{scheme}:'; only http, https and mailto links are allowed"
+    if scheme in ("http", "https") and not parts.netloc:
+        return f"link '{href}' has no host"
+    return None
+
+
 def _url(value: str) -> str:
     _one_line(value)
-    scheme = urlsplit(value).scheme.lower()
-    if scheme not in LINK_SCHEMES:
-        shown = f"'{scheme}:'" if scheme else "no scheme"
-        raise ValueError(f"link has {shown}; only http, https and mailto links are allowed")
-    if scheme in ("http", "https") and not urlsplit(value).netloc:
-        raise ValueError("link has no host")
+    why = link_problem(value)
+    if why:
+        raise ValueError(why)
     return value
 
 
@@ -91,7 +108,7 @@ def _lang(value: str) -> str:
 
 
 def _unsubscribe_pattern(value: str) -> str:
-    _web_url(value.replace("{token}", "t"))
+    _web_url(value)  # {token} changes neither the scheme nor the host; the message shows what was written
     if not value.isascii():
         # It goes into the List-Unsubscribe header, which must be ASCII.
         raise ValueError("must be written in ASCII (an international domain in its xn-- form)")

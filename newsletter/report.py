@@ -13,11 +13,11 @@ from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
 from .files import open_regular
 from .issue_identity import relative
-from .ledger import IssueRecord, Ledger
+from .ledger import IssueRecord, Ledger, refuse_an_interrupted_restore
 from .project import open_project
 from .slug import slug_for
 from .state import ledger_path, move_old_ledger
-from .terminal import printable
+from .text import printable
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def ledger_report(issue_path: Path) -> LedgerReport:
     root = open_project(issue_path).root
     slug = slug_for(issue_path)
     notices = []
+    refuse_an_interrupted_restore(ledger_path(root))
     if not ledger_path(root).exists():
         moved = move_old_ledger(root)
         if moved is None:

@@ -7,16 +7,10 @@ outside the outbox.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .errors import NewsletterError, Problem
-
-# Control characters (C0, DEL, C1), line and paragraph separators, lone surrogates
-# (how Python carries a file name's undecodable bytes) and the two non-characters
-# YAML refuses. Letters of any script are fine: issue names like "été 2021" work.
-_NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
-
+from .text import NOT_TEXT, describe, printable
 
 MAX_LENGTH = 100  # a folder name, a part of every Message-ID, a key people type
 
@@ -32,9 +26,10 @@ def why_not_a_name(name: str) -> str | None:
     for slash in "/\\":
         if slash in name:
             return f"it contains '{slash}'"
-    found = _NOT_IN_A_NAME.search(name)
+    # Letters of any script are fine: issue names like "été 2021" work.
+    found = NOT_TEXT.search(name)
     if found:
-        return "it is not valid UTF-8" if "\ud800" <= found[0] <= "\udfff" else "it contains a control character"
+        return f"it contains {describe(found[0])}"
     return None
 
 
@@ -49,4 +44,4 @@ def slug_for(path: Path) -> str:
 
 def shown(name: str) -> str:
     """`name` in quotes, with what would upset a terminal written as escapes."""
-    return "'" + _NOT_IN_A_NAME.sub(lambda m: repr(m[0])[1:-1], name) + "'"
+    return f"'{printable(name)}'"

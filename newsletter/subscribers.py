@@ -44,6 +44,7 @@ from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
 from .files import open_regular
 from .model import is_email_address
+from .text import NOT_TEXT, describe, printable
 from .yamlsource import MAX_BYTES
 
 MAX_NAME = 200
@@ -59,10 +60,6 @@ FIRST_NAME_COLUMNS = ("first_name", "firstname")
 LAST_NAME_COLUMNS = ("last_name", "lastname")
 DELIMITERS = (",", ";", "\t")
 
-# C0 and C1 controls, DEL, and Unicode's line and paragraph separators: none
-# belongs in a name or an address, and each would reach a header or RCPT TO.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_LINE_BREAKS = "\n\r\x85\u2028\u2029"
 # What a suppression line must at least look like: one @, and nothing that
 # separates fields or addresses. Looser than `is_email_address` on purpose:
 # an address the tool would never send to is harmless in a suppression list,
@@ -152,7 +149,7 @@ def _classify(row: _Row, seen: set[str] | None, suppressed: set[str]) -> Entry:
 
     def invalid(reason: str) -> Entry:
         # Kept only to be shown (`newsletter status`): never an escape sequence for the terminal.
-        return Entry(row.line, _printable(row.address), _printable(name), row.fields, DeliveryState.INVALID, reason)
+        return Entry(row.line, printable(row.address), printable(name), row.fields, DeliveryState.INVALID, reason)
 
     if not email:
         return invalid("no address")
@@ -160,8 +157,9 @@ def _classify(row: _Row, seen: set[str] | None, suppressed: set[str]) -> Entry:
         return invalid(control)
     if not is_email_address(email):
         return invalid(f"'{_shown(row.address)}' is not an email address")
-    if control := _CONTROL.search(name):  # it goes into the To header
-        return invalid(f"the name contains {_describe(control.group())}")
+    # Nothing that is not text (NOT_TEXT): it goes into the To header.
+    if control := NOT_TEXT.search(name):
+        return invalid(f"the name contains {describe(control.group())}")
     if len(name) > MAX_NAME:  # a To header line must stay under SMTP's 998 characters
         return invalid(f"the name is longer than {MAX_NAME} characters")
     entry = Entry(row.line, email, name, row.fields)
@@ -361,23 +359,13 @@ def address_key(address: str) -> str:
 
 
 def _address_control(address: str) -> str | None:
-    """Why `address` is refused for a control character, if it has one."""
-    control = _CONTROL.search(address)
+    """Why `address` is refused for a character that is not text, if it has one: it would reach RCPT TO."""
+    control = NOT_TEXT.search(address)
     if control is None:
         return None
     # Only a quoted CSV field holds a line break: one whose quote is never closed.
     hint = ": a quote left open?" if control.group() in "\r\n" else ""
-    return f"the address contains {_describe(control.group())}{hint}"
-
-
-def _describe(char: str) -> str:
-    what = "a line break" if char in _LINE_BREAKS else "a control character"
-    return f"{what} (U+{ord(char):04X})"
-
-
-def _printable(value: str) -> str:
-    """`value` with its control characters written as escapes (`\\x1b`)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+    return f"the address contains {describe(control.group())}{hint}"
 
 
 def _shown(value: str, limit: int = 80) -> str:

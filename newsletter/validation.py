@@ -20,7 +20,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def load_issue(path: Path) -> tuple[Issue, Source]:
     source = load(path, "issue file")
-    issue = validate(source, Issue, [*source.problems, *markdown_problems(source)])
+    issue = validate(source, Issue, [*source.problems, *markdown.issue_link_problems(source)])
     return issue, source
 
 
@@ -42,44 +42,6 @@ def validate(source: Source, model: type[M], problems: list[Problem]) -> M:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise NewsletterError(problems)
     return result
-
-
-def markdown_fields(source: Source) -> list[tuple[Loc, str]]:
-    """Every Markdown field of an issue's data, with where it is."""
-    data = source.data if isinstance(source.data, dict) else {}
-    fields: list[tuple[Loc, Any]] = [(("intro",), data.get("intro"))]
-    items = data.get("items")
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        if not isinstance(item, dict):
-            continue
-        fields += [(("items", i, "body"), item.get("body")), (("items", i, "notes"), item.get("notes"))]
-        actions = item.get("actions")
-        for j, action in enumerate(actions if isinstance(actions, list) else []):
-            fields.append((("items", i, "actions", j), action))
-    return [(loc, value) for loc, value in fields if isinstance(value, str)]
-
-
-def markdown_links(source: Source) -> list[tuple[str, Loc, int]]:
-    """Every link in the Markdown fields: (href, field, line offset from the field's start)."""
-    found = []
-    for loc, value in markdown_fields(source):
-        node = source.values.get(loc)
-        # In a literal block (|) the text starts on the line after the key and
-        # keeps its lines; a folded one (>) does not, so it gets the key's line.
-        block = node is not None and getattr(node, "style", None) == "|"
-        for href, line in markdown.links(value):
-            found.append((href, loc, line + 1 if block else 0))
-    return found
-
-
-def markdown_problems(source: Source) -> list[Problem]:
-    """Bad links inside the Markdown fields, placed on their own line."""
-    problems = []
-    for href, loc, offset in markdown_links(source):
-        why = markdown.link_problem(href)
-        if why:
-            problems.append(source.problem(loc, why, line_offset=offset))
-    return problems
 
 
 def _problem(source: Source, model: type[BaseModel], error: Any) -> Problem:

@@ -9,7 +9,6 @@ PyYAML would silently let the last one win.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ import yaml
 
 from .errors import NewsletterError, Problem
 from .files import open_regular
+from .text import NOT_TEXT_IN_LINES, describe
 
 MAX_BYTES = 1_000_000
 # Aliases can make a small file expand exponentially ("billion laughs").
 MAX_NODES = 200_000
 
 Loc = tuple[str | int, ...]
-# Characters no text should hold (tab, line feed and carriage return are fine).
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 try:  # the C parser is ~10x faster; fall back where libyaml is missing
     _Loader: type = yaml.CSafeLoader
@@ -219,12 +217,15 @@ class _Builder:
             )
         self.source.values.setdefault(loc, node)
         if isinstance(node, yaml.ScalarNode):
-            if _CONTROL.search(node.value):
+            # Any value may be multi-line text. PyYAML refuses such characters written as they are,
+            # so these come from escapes in double quotes.
+            found = NOT_TEXT_IN_LINES.search(node.value)
+            if found:
                 mark = node.start_mark
                 self.problems.append(
                     Problem(
                         self.source.path,
-                        "contains a control character (written as an escape like \\0)",
+                        f"contains {describe(found[0])}, written as an escape like \\x1b; remove it",
                         mark.line + 1,
                         mark.column + 1,
                         field_name(loc) or None,

@@ -1,9 +1,10 @@
-"""Shared fixtures: every test works on a real project copied into tmp_path."""
+"""Shared fixtures: every test works on a real project copied into tmp_path.
+
+Plain helpers and constants are in support.py."""
 
 from __future__ import annotations
 
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,7 @@ from click.testing import CliRunner
 
 from newsletter.__main__ import cli
 
-REPO = Path(__file__).resolve().parent.parent
-SEED = "2021-05-spring-solidarity"
-# The key that signs unsubscribe links in tests: strong, as a real send requires.
-SECRET = "mer9RbeL1mTBLpg7GVsPov14aQ76aOe6WLCH4tfh91E"
+from .support import REPO, SECRET, SEED
 
 
 @pytest.fixture
@@ -39,24 +37,6 @@ def run():
     return invoke
 
 
-def write_issue(folder: Path, text: str, name: str = "test.yaml") -> Path:
-    path = folder / "issues" / name
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
-
-
-MINIMAL = """
-title: "A roundup"
-date: 2021-05-03
-items:
-  - status: new
-    title: "An action"
-    body: "Something is happening."
-    actions:
-      - "Do a thing."
-"""
-
-
 @pytest.fixture
 def inbox():
     from .smtp_server import Inbox
@@ -79,7 +59,15 @@ def smtp_server(inbox, project, monkeypatch):
     controller.stop()
 
 
-def write_list(folder: Path, rows: list[str], name: str = "list.csv") -> Path:
-    path = folder / name
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
+@pytest.fixture
+def raw_server(project, monkeypatch):
+    """A bare SMTP server on 127.0.0.1 that keeps each message's DATA exactly as sent, which the project sends to."""
+    from .raw_smtp import RawSMTP
+    from .support import SECRET
+
+    with RawSMTP() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+        monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+        yield server

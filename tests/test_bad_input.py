@@ -6,15 +6,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from .conftest import MINIMAL, REPO, SEED, write_issue
+from .support import MINIMAL, SEED, run_cli, write_issue
 
 ISSUE = "issues/test.yaml"
 
@@ -404,16 +402,7 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         # Reading /dev/zero whole should fail here, not slow the machine down first.
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,  # a regression fails the test instead of hanging the suite
-        preexec_fn=cap_memory,
-    )
+    return run_cli(cwd, *args, preexec_fn=cap_memory)
 
 
 @pytest.mark.parametrize(
@@ -470,10 +459,11 @@ def test_alias_bomb_fails_fast(project, run, text, expected):
     def too_slow(signum, frame):
         raise TimeoutError("check is still expanding aliases after 30 s")
 
+    # The alarm only keeps a regression from hanging the suite. What shows the work is bounded does not
+    # depend on the machine's speed: the memory it took, and the message naming the count it stopped at.
     previous = signal.signal(signal.SIGALRM, too_slow)
     signal.alarm(30)
     tracemalloc.start()
-    started = time.monotonic()
     try:
         lines = check_issue(project, run, text)
         peak = tracemalloc.get_traced_memory()[1]
@@ -481,7 +471,6 @@ def test_alias_bomb_fails_fast(project, run, text, expected):
         tracemalloc.stop()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - started < 10
     assert peak < 100 * 1024 * 1024
     assert len(lines) == 1
     assert re.fullmatch(expected, lines[0])
@@ -545,33 +534,49 @@ def test_broken_site_file_reported_with_the_issues_errors(project, run):
 # 14. warnings, and --strict
 
 
-def placeholder_lines(seed: Path) -> list[int]:
-    """The line of each placeholder link in the seed issue, once per link."""
-    numbers = []
-    for number, line in enumerate(seed.read_text(encoding="utf-8").splitlines(), 1):
-        numbers += [number] * line.count("https://example.org/")
-    return numbers
+# Placeholder links (RFC 2606's example domains) in every place a link can be, and one real link.
+PLACEHOLDERS = """
+id: placeholders
+title: "Placeholders"
+date: 2021-05-03
+preheader: "Links still to fill in"
+items:
+  - status: new
+    title: "One"
+    body: "See [this](https://example.org/a) and [that](https://example.com/b)."
+    actions:
+      - "Sign [here](https://www.example.net/c)."
+    links:
+      - {text: "Real", url: "https://www.amnesty.ca/"}
+      - {text: "Fake", url: "https://example.org/d"}
+  - status: ongoing
+    title: "Two"
+    image: {src: "https://example.org/e.png", alt: "A flower"}
+    body: "Write to [us](mailto:team@example.com) or [them](mailto:hhomes@amnesty.ca)."
+"""
+FOUND = [
+    "8:11: items[0].body: placeholder link https://example.org/a",
+    "8:11: items[0].body: placeholder link https://example.com/b",
+    "10:9: items[0].actions[0]: placeholder link https://www.example.net/c",
+    "13:29: items[0].links[1].url: placeholder link https://example.org/d",
+    "16:18: items[1].image.src: placeholder image https://example.org/e.png",
+    "17:11: items[1].body: placeholder link mailto:team@example.com",
+]
 
 
 def test_strict_fails_on_placeholder_links(project, run):
-    seed = f"issues/{SEED}.yaml"
-    expected = placeholder_lines(project / seed)
-    assert len(expected) > 1
-    lines = failing_check(run, "--strict", seed)
-    assert [int(line.split(":")[2]) for line in lines] == expected
-    assert all(line.startswith(f"error: {seed}:") and "placeholder link" in line for line in lines)
+    write_issue(project, PLACEHOLDERS)
+    lines = failing_check(run, "--strict", ISSUE)
+    assert lines == [f"error: {ISSUE}:{found}: put the real address" for found in FOUND]
 
 
 def test_plain_check_passes_and_prints_placeholder_warnings(project, run):
-    seed = f"issues/{SEED}.yaml"
-    expected = placeholder_lines(project / seed)
-    result = run("check", seed)
+    write_issue(project, PLACEHOLDERS)
+    result = run("check", ISSUE)
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
-    assert [int(line.split(":")[2]) for line in warnings] == expected
-    assert all(f"{seed}:" in line and "placeholder link" in line for line in warnings)
-    assert f"{seed}: valid, 7 items" in result.output
-    assert f"{len(expected)} warnings" in result.output
+    assert warnings == [f"warning: {ISSUE}:{found}: put the real address" for found in FOUND]
+    assert re.search(rf"^{re.escape(ISSUE)}: valid, 2 items, HTML \d+\.\d KB, 6 warnings$", result.output, re.M)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 from newsletter.commands import send, status
 from newsletter.errors import NewsletterError
 
-from .conftest import SEED, write_list
 from .smtp_server import PASSWORD, USER, Recorder, start
+from .support import SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 

@@ -14,7 +14,7 @@ from newsletter.pipeline import check
 from newsletter.smtp import settings_from
 from newsletter.subscribers import read_subscribers
 
-from .conftest import SECRET, SEED, write_list
+from .support import SECRET, SEED, write_list
 
 
 class FakeClock:

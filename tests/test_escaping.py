@@ -7,7 +7,7 @@ import email.policy
 
 import lxml.html
 
-from .conftest import write_issue
+from .support import write_issue
 
 HOSTILE = """
 title: "Title {{ 7*7 }} <b>bold?</b>"

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .conftest import SEED, write_list
 from .small_disk import SmallDisk, cli, small_disk
+from .support import SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 

@@ -19,8 +19,8 @@ import pytest
 from newsletter.errors import NewsletterError
 from newsletter.message import address_header, header, list_header
 
-from .conftest import MINIMAL, SECRET, write_issue, write_list
 from .smtp_server import Recorder, start
+from .support import MINIMAL, SECRET, write_issue, write_list
 
 CRLF = "\r\n"
 ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")

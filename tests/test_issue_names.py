@@ -8,7 +8,7 @@ import pytest
 
 from newsletter.slug import why_not_a_name
 
-from .conftest import SEED, write_list
+from .support import SEED, write_list
 
 
 @pytest.mark.parametrize("name", ["2021-06-summer", "été 2021", "Frühling_2022", "весна", "x: {y} #z", "a.b", "a..b"])
@@ -25,10 +25,11 @@ def test_plain_names_of_any_script_are_names(name):
         (".hidden", "it starts with '.'"),
         ("a/b", "it contains '/'"),
         ("a\\b", "it contains '\\'"),
-        ("a\x1b[31mb", "it contains a control character"),
-        ("a\x85b", "it contains a control character"),
-        ("a\u2028b", "it contains a control character"),
-        ("a\udcffb", "it is not valid UTF-8"),  # how Python reads the byte 0xff in a file name
+        ("a\x1b[31mb", "it contains a control character (U+001B)"),
+        ("a\x85b", "it contains a line break (U+0085)"),
+        ("a\u2028b", "it contains a line break (U+2028)"),
+        ("a\udcffb", "it contains a byte that is not valid UTF-8 (0xFF)"),  # how Python reads 0xff in a file name
+        ("a\ufffeb", "it contains a non-character (U+FFFE)"),
     ],
 )
 def test_names_that_are_not_plain(name, reason):
@@ -45,7 +46,7 @@ def _files(folder: Path) -> set[Path]:
         ("...yaml", "'..' cannot be an issue name: it starts with '.'"),
         ("..yaml", "'.' cannot be an issue name: it starts with '.'"),
         (".yaml", "'' cannot be an issue name: it is empty"),
-        ("a\tb.yaml", "'a\\tb' cannot be an issue name: it contains a control character"),
+        ("a\tb.yaml", "'a\\tb' cannot be an issue name: it contains a control character (U+0009)"),
     ],
 )
 @pytest.mark.parametrize("command", [["check"], ["build"], ["send", "--dry-run"], ["status"]])
@@ -75,7 +76,7 @@ def test_new_takes_any_plain_name_and_its_scaffold_passes_check(project, run, na
         ("..", "'..' cannot be an issue name: it starts with '.'"),
         (".summer", "'.summer' cannot be an issue name: it starts with '.'"),
         ("a\\b", "'a\\b' cannot be an issue name: it contains '\\'"),
-        ("a\x1b[2Jb", "'a\\x1b[2Jb' cannot be an issue name: it contains a control character"),
+        ("a\x1b[2Jb", "'a\\x1b[2Jb' cannot be an issue name: it contains a control character (U+001B)"),
     ],
 )
 def test_new_refuses_what_build_would_refuse(project, run, name, shown):

@@ -21,7 +21,7 @@ from newsletter.errors import NewsletterError
 from newsletter.model import is_email_address
 from newsletter.subscribers import read_subscribers, read_suppressions
 
-from .conftest import SEED, write_list
+from .support import SEED, cli_env, run_cli, write_list
 
 PENDING, INVALID, SUPPRESSED = DeliveryState.PENDING, DeliveryState.INVALID, DeliveryState.SUPPRESSED
 
@@ -282,28 +282,15 @@ def test_an_endless_line_ends_in_an_error(tmp_path):
 # -- endless files, through the command line -----------------------------------
 
 
-def _cli(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """A real process, so that a read that never ends fails the test instead of hanging the suite."""
-    env = dict(os.environ, XDG_CACHE_HOME=str(project / ".cache"), PYTHONPATH=str(Path(__file__).parent.parent))
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_dev_zero_as_the_subscriber_list(project):
-    result = _cli(project, "send", ISSUE, "--to", "/dev/zero", "--dry-run")
+    result = run_cli(project, "send", ISSUE, "--to", "/dev/zero", "--dry-run")
     assert result.returncode == 1, result.stderr
     assert result.stderr == "error: /dev/zero: is a device, not a regular file\n"
 
 
 def test_dev_zero_as_the_suppression_list(project):
     write_list(project, ["email", "ann@example.com"])
-    result = _cli(project, "send", ISSUE, "--to", "list.csv", "--suppressed", "/dev/zero", "--dry-run")
+    result = run_cli(project, "send", ISSUE, "--to", "list.csv", "--suppressed", "/dev/zero", "--dry-run")
     assert result.returncode == 1, result.stderr
     assert result.stderr == "error: /dev/zero: is a device, not a regular file\n"
 
@@ -315,7 +302,7 @@ def test_an_endless_fifo_as_the_suppression_list(project):
     os.mkfifo(fifo)
     writer = subprocess.Popen(["sh", "-c", 'exec yes gone@example.com > "$1"', "sh", str(fifo)])
     try:
-        result = _cli(project, "send", ISSUE, "--to", "list.csv", "--dry-run")
+        result = run_cli(project, "send", ISSUE, "--to", "list.csv", "--dry-run")
     finally:
         writer.kill()
         writer.wait()
@@ -335,7 +322,7 @@ def test_a_list_past_the_bound_ends_in_an_error(project):
     result = subprocess.run(
         [sys.executable, "-c", code, str(huge)],
         cwd=project,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jinja2
@@ -15,7 +12,7 @@ from newsletter.pipeline import check
 from newsletter.preview import Preview
 from newsletter.render import STATUS_LABELS, environment
 
-from .conftest import SEED
+from .support import SEED, run_cli
 
 ISSUE = f"issues/{SEED}.yaml"
 GREETING = 'Hi {{ subscriber.get("name", "there") }},'
@@ -34,14 +31,7 @@ def _replace_greeting(project: Path, template: str, new: str) -> int:
 
 def test_a_template_cannot_run_python_through_build(project):
     line = _replace_greeting(project, "email.txt.j2", '{{ cycler.__init__.__globals__.os.mkdir("PWNED") }}')
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter", "build", ISSUE],
-        cwd=project,
-        env=dict(os.environ, XDG_CACHE_HOME=str(project / ".cache")),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(project, "build", ISSUE)
     assert not (project / "PWNED").exists()
     assert done.returncode == 1
     assert done.stderr.splitlines() == [

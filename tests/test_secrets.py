@@ -10,7 +10,7 @@ import pytest
 
 from newsletter.unsubscribe import PREVIEW_SECRET, make_token, read_token, secret_fingerprint, secret_problem
 
-from .conftest import SECRET, SEED, write_list
+from .support import SECRET, SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 LIST_ID = "roundup.example.org"

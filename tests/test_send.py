@@ -9,7 +9,7 @@ import lxml.html
 
 from newsletter.unsubscribe import read_token
 
-from .conftest import SECRET, SEED, write_list
+from .support import SECRET, SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ from newsletter.delivery import Options, deliver
 from newsletter.send_plan import plan_send
 from newsletter.smtp import Settings
 
-from .conftest import SECRET, SEED, write_list
 from .smtp_server import Recorder, free_port, start
+from .support import SECRET, SEED, cli_command, cli_env, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 FAST = Options(connections=3, retry_delay=0.01, max_attempts=4)
@@ -101,15 +100,14 @@ def test_an_unreachable_server_stops_with_a_clear_message(project, run, monkeypa
 
 
 def _start_send(project: Path, port: int, *extra: str) -> subprocess.Popen:
-    env = dict(
-        os.environ,
+    env = cli_env(
         NEWSLETTER_SMTP_HOST="127.0.0.1",
         NEWSLETTER_SMTP_PORT=str(port),
         NEWSLETTER_SMTP_SECURITY="none",
         NEWSLETTER_SECRET=SECRET,
         XDG_CACHE_HOME=str(project / ".cache"),
     )
-    command = [sys.executable, "-m", "newsletter", "send", ISSUE, "--to", "list.csv", "--yes", *extra]
+    command = cli_command("send", ISSUE, "--to", "list.csv", "--yes", *extra)
     return subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

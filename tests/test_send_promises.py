@@ -9,7 +9,6 @@ import shlex
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from click.testing import CliRunner
 
 from newsletter.__main__ import cli
 
-from .conftest import SECRET, SEED, write_list
 from .smtp_server import Recorder, start
+from .support import SECRET, SEED, cli_command, cli_env, run_cli, write_list
 
 LEDGER = Path("state") / "ledger.sqlite3"
 ISSUE = f"issues/{SEED}.yaml"
@@ -28,19 +27,8 @@ def _twice(inbox) -> list[str]:
     return sorted(address for address, n in inbox.recipients().items() if n > 1)
 
 
-def _send_command(people: Path) -> list[str | Path]:
-    return [sys.executable, "-m", "newsletter", "send", ISSUE, "--to", people, "--yes", "--connections", "1"]
-
-
-def _env(port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(port),
-        "NEWSLETTER_SMTP_SECURITY": "none",
-        "NEWSLETTER_SECRET": SECRET,
-    }
+def _send_args(people: Path) -> list[str | Path]:
+    return ["send", ISSUE, "--to", people, "--yes", "--connections", "1"]
 
 
 def test_the_printed_resume_command_never_mails_someone_who_left(project, run, inbox, monkeypatch):
@@ -92,16 +80,19 @@ def test_the_write_ahead_log_deleted_during_a_send_is_noticed_and_a_crash_loses_
             sender[0].kill()  # should it get this far
 
     smtp_server.on_data = meddle
-    env = _env(int(os.environ["NEWSLETTER_SMTP_PORT"]))
-    args = _send_command(people)
-    sender.append(subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    args = _send_args(people)
+    sender.append(
+        subprocess.Popen(
+            cli_command(*args), cwd=project, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    )
     output = sender[0].communicate(timeout=120)[0].decode()
     smtp_server.on_data = None
     assert sender[0].returncode == 1, output
     assert "the send ledger was deleted or replaced while sending" in output
     assert 5 <= len(inbox.recipients()) < 15
 
-    again = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    again = run_cli(project, *args, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _twice(inbox) == [] and len(inbox.recipients()) == 40
 
@@ -116,12 +107,11 @@ def test_ctrl_c_while_the_last_message_is_in_flight_finishes_it(project, smtp_se
             time.sleep(1.0)  # while the server is slow to answer the final dot
 
     smtp_server.on_data = slow
-    env = _env(int(os.environ["NEWSLETTER_SMTP_PORT"]))
     sender.append(
         subprocess.Popen(
-            _send_command(people),
+            cli_command(*_send_args(people)),
             cwd=project,
-            env=env,
+            env=cli_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             # A shell running the suite in the background ignores SIGINT; a user's terminal does not.
@@ -144,8 +134,6 @@ def test_status_of_a_file_that_is_not_there_is_an_error(project, run, smtp_serve
 
 def test_a_fifo_as_the_list_is_refused_without_waiting(project, smtp_server):
     os.mkfifo(project / "list.csv")
-    env = _env(int(os.environ["NEWSLETTER_SMTP_PORT"]))
-    args = [sys.executable, "-m", "newsletter", "send", ISSUE, "--to", "list.csv", "--yes"]
-    done = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    done = run_cli(project, "send", ISSUE, "--to", "list.csv", "--yes")
     assert done.returncode == 1
     assert done.stderr == "error: list.csv: is a named pipe (FIFO), not a regular file\n"

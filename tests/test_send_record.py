@@ -9,8 +9,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from .conftest import MINIMAL, SEED, write_issue, write_list
 from .small_disk import cli, small_disk
+from .support import MINIMAL, SEED, write_issue, write_list
 
 LEDGER = Path("state") / "ledger.sqlite3"
 
@@ -273,3 +273,16 @@ def test_an_issue_an_earlier_version_sent_under_its_file_name_keeps_that_name(pr
     resumed = run("send", issue, "--to", people, "--yes")
     assert resumed.exit_code == 0 and "sent 2, failed 0" in resumed.output
     _all_once(inbox, 4)
+
+
+def test_a_restore_that_died_halfway_is_not_taken_for_no_record(project, run, smtp_server, inbox):
+    issue = f"issues/{SEED}.yaml"
+    people = _list(project, 3)
+    assert run("send", issue, "--to", people, "--yes", "--limit", "1").exit_code == 0
+    # What a SIGKILL between writing the copy and putting it in place leaves.
+    os.replace(project / LEDGER, project / "state" / ".ledger.sqlite3.restoring-4242")
+    for args in (("send", issue, "--to", people, "--yes"), ("status", issue)):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert "state/.ledger.sqlite3.restoring-4242: a send died while writing the send ledger back" in result.output
+    assert len(inbox.recipients()) == 1

@@ -19,8 +19,8 @@ from newsletter.delivery import Options, deliver
 from newsletter.send_plan import plan_send
 from newsletter.smtp import Settings
 
-from .conftest import SECRET, SEED, write_list
 from .smtp_server import PASSWORD, USER, Recorder, Scripted, echoing_authenticator, start
+from .support import SECRET, SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 

@@ -7,8 +7,8 @@ import ssl
 import pytest
 import trustme
 
-from .conftest import SECRET, SEED, write_list
 from .smtp_server import PASSWORD, USER, Recorder, start
+from .support import SECRET, SEED, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 

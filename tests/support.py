@@ -1,0 +1,77 @@
+"""What the tests share besides fixtures: the seed project's names, small writers, and the CLI in a process.
+
+Fixtures live in conftest.py; everything here is a plain name a test imports.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = "2021-05-spring-solidarity"
+# The key that signs unsubscribe links in tests: strong, as a real send requires.
+SECRET = "mer9RbeL1mTBLpg7GVsPov14aQ76aOe6WLCH4tfh91E"
+
+MINIMAL = """
+title: "A roundup"
+date: 2021-05-03
+items:
+  - status: new
+    title: "An action"
+    body: "Something is happening."
+    actions:
+      - "Do a thing."
+"""
+
+
+def write_issue(folder: Path, text: str, name: str = "test.yaml") -> Path:
+    path = folder / "issues" / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def write_list(folder: Path, rows: list[str], name: str = "list.csv") -> Path:
+    path = folder / name
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def cli_command(*args: object) -> list[str]:
+    """`python -m newsletter ARGS`, as a list for `subprocess`."""
+    return [sys.executable, "-m", "newsletter", *map(str, args)]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment plus `extra`, with this checkout first on the path.
+
+    Without it a child process would run whichever copy of the package is installed, not the one under test.
+    """
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **extra, "PYTHONPATH": path}
+
+
+def run_cli(
+    cwd: Path,
+    *args: object,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process, run to its end; `env` adds to `cli_env()`.
+
+    There is always a timeout: a regression that hangs fails its test instead of the whole suite.
+    """
+    return subprocess.run(
+        cli_command(*args),
+        cwd=cwd,
+        env=cli_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+    )
