@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import NewsletterError
 from .model import Smtp
-from .terminal import printable
+from .text import printable
 
 ENV = "NEWSLETTER_SMTP_"
 TIMEOUT = 60.0

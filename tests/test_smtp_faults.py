@@ -169,7 +169,7 @@ def test_redact_hides_each_form_the_password_travels_in(password):
     ],
 )
 def test_printable_escapes_what_a_terminal_would_obey(text, shown):
-    from newsletter.terminal import printable
+    from newsletter.text import printable
 
     assert printable(text) == shown
     assert printable(shown) == shown  # escaping twice changes nothing
