@@ -7,6 +7,7 @@ acquired and released inside the command that needs them.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def send_command(
     send, and, after it, when it stopped or was interrupted (saying how to
     resume) or when anyone of this run failed or is uncertain.
     """
+    _check_server_settings(issue, ca_file)
     with plan_send(
         issue,
         to,
@@ -108,7 +110,8 @@ def dry_run_command(
     """Write every message as .eml under outbox/<slug>/dry-run/ and say where; connect to nothing, record nothing."""
     warn(console, secret_warnings())
     result = dry_run(issue, to, limit=limit, suppressed=suppressed)
-    console.say(f"dry run: wrote {result.written} messages to {shown_path(result.folder)}/; sent nothing")
+    messages = f"{result.written} message{'s' if result.written != 1 else ''}"
+    console.say(f"dry run: wrote {messages} to {shown_path(result.folder)}/; sent nothing")
     for state, n in sorted(result.skipped.items()):
         console.say(f"  skipped {n} {state}")
     return result
@@ -120,6 +123,9 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     composer = Composer.prepare(checked.rendered)
     key = signing_key()
     folder = checked.project.outbox / checked.rendered.slug / "dry-run"
+    # Both lists are opened (the first row read) before the last run's files go: a wrong path must not cost them.
+    entries = read_subscribers(to, read_suppressions(suppression_path(checked, suppressed)))
+    first = next(entries, None)
     shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
     try:
         folder.mkdir(parents=True)
@@ -127,7 +133,7 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
         raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
     written = 0
     skipped: Counter[DeliveryState] = Counter()
-    for entry in read_subscribers(to, read_suppressions(suppression_path(checked, suppressed))):
+    for entry in itertools.chain([first] if first else [], entries):
         if entry.state != DeliveryState.PENDING:
             skipped[entry.state] += 1
             continue
@@ -172,6 +178,15 @@ def test_command(issue: Path, address: str, *, console: Console, ca_file: Path |
 
 
 test_command.__test__ = False  # for pytest: not a test, whatever its name says
+
+
+def _check_server_settings(issue: Path, ca_file: Path | None) -> None:
+    """A CA file that is not one, a port out of range: said before any list is read or recorded."""
+    try:
+        project = open_project(issue)
+    except NewsletterError:
+        return  # planning reports it, with the issue's own problems
+    settings_from(project.site.smtp, ca_file)
 
 
 def smtp_settings(issue: Path, ca_file: Path | None, console: Console) -> Settings:
