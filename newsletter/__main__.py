@@ -143,7 +143,6 @@ def send(
 ) -> None:
     """Send ISSUE to the subscribers in --to LIST.csv (or --test to yourself)."""
     from .commands import send
-    from .delivery import Options
 
     if test_address:
         send.test_command(issue, test_address, ca_file=ca_file, console=ClickConsole())
@@ -156,7 +155,8 @@ def send(
             issue,
             to,
             limit=limit,
-            options=Options(connections=connections, rate=rate),
+            connections=connections,
+            rate=rate,
             yes=yes,
             suppressed=suppressed,
             ca_file=ca_file,

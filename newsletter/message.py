@@ -85,7 +85,7 @@ class Composer:
         """
         return Personalised(self, recipient, slot_values(self.rendered.site, recipient, key))
 
-    def compose(self, recipient: Recipient, values: Mapping[str, str], *, date: str | None = None) -> bytes:
+    def _compose(self, recipient: Recipient, values: Mapping[str, str], *, date: str | None = None) -> bytes:
         """The whole message for `recipient` as CRLF bytes, ready for SMTP or an .eml file."""
         lines = [
             address_header("To", recipient.name, recipient.email),
@@ -132,7 +132,7 @@ class Personalised:
 
     def message(self, *, date: str | None = None) -> bytes:
         """The whole MIME message, as CRLF bytes, ready for SMTP or an .eml file."""
-        return self.composer.compose(self.recipient, self.values, date=date)
+        return self.composer._compose(self.recipient, self.values, date=date)
 
 
 # RFC 5322 2.1.1: a header line SHOULD stay within 78 characters and MUST

@@ -11,6 +11,7 @@ from .model import Issue
 from .project import Project, open_project
 from .render import Rendered, render
 from .slug import slug_for
+from .unsubscribe import PREVIEW_SECRET, unsubscribe_url
 from .validation import load_issue
 from .yamlsource import Source
 
@@ -53,5 +54,10 @@ def _typical_values(rendered: Rendered) -> dict[str, str]:
     return {
         "name": "Firstname Lastname",
         "email": "firstname.lastname@example.org",
-        "unsubscribe_url": rendered.site.unsubscribe_url.replace("{token}", "t" * 64),
+        "unsubscribe_url": unsubscribe_url(
+            rendered.site.unsubscribe_url,
+            PREVIEW_SECRET,
+            rendered.site.list_identifier,
+            "firstname.lastname@example.org",
+        ),
     }

@@ -38,7 +38,8 @@ def send_command(
     *,
     console: Console,
     limit: int | None = None,
-    options: Options | None = None,
+    connections: int = 4,
+    rate: float | None = None,
     yes: bool = False,
     suppressed: Path | None = None,
     ca_file: Path | None = None,
@@ -54,7 +55,7 @@ def send_command(
     send, and, after it, when it stopped or was interrupted (saying how to
     resume) or when anyone of this run failed or is uncertain.
     """
-    _check_server_settings(issue, ca_file)
+    checked_settings = _server_settings(issue, ca_file)
     with plan_send(
         issue,
         to,
@@ -73,7 +74,7 @@ def send_command(
             )
             return None
         key = require_secret()  # before asking anything: no point confirming a send that cannot start
-        settings = smtp_settings(issue, ca_file, console)
+        settings = _with_password(checked_settings or settings_from(plan.checked.project.site.smtp, ca_file), console)
         console.say(f"Issue:      {plan.checked.issue.subject_line}")
         console.say(
             f"Recipients: {to_send} to send now ({plan.already_sent} already sent; skipped: {plan.skipped_text})"
@@ -84,7 +85,14 @@ def send_command(
         if not yes and not console.confirm("Send now?"):
             return None
         with console.progress(to_send, "Sending") as on_progress:
-            outcome = deliver(plan, settings, options or Options(), key=key, limit=limit, on_progress=on_progress)
+            outcome = deliver(
+                plan,
+                settings,
+                Options(connections=connections, rate=rate),
+                key=key,
+                limit=limit,
+                on_progress=on_progress,
+            )
         counts = plan.ledger.counts(plan.identity, listed_only=True)
         report = SendReport(issue, outcome, counts, plan.skipped_text, resume_command(issue, to, suppressed))
     console.say(report.summary())
@@ -180,13 +188,15 @@ def test_command(issue: Path, address: str, *, console: Console, ca_file: Path |
 test_command.__test__ = False  # for pytest: not a test, whatever its name says
 
 
-def _check_server_settings(issue: Path, ca_file: Path | None) -> None:
-    """A CA file that is not one, a port out of range: said before any list is read or recorded."""
+def _server_settings(issue: Path, ca_file: Path | None) -> Settings | None:
+    """The server's settings, checked (a CA file that is not one, a port out of range) before any list is
+    read or recorded; None when the project itself cannot be read, which planning reports with the issue's
+    own problems."""
     try:
         project = open_project(issue)
     except NewsletterError:
-        return  # planning reports it, with the issue's own problems
-    settings_from(project.site.smtp, ca_file)
+        return None
+    return settings_from(project.site.smtp, ca_file)
 
 
 def smtp_settings(issue: Path, ca_file: Path | None, console: Console) -> Settings:
@@ -195,7 +205,10 @@ def smtp_settings(issue: Path, ca_file: Path | None, console: Console) -> Settin
     Raises NewsletterError for settings that cannot work, and for a password
     needed where there is no one to ask.
     """
-    settings = settings_from(open_project(issue).site.smtp, ca_file)
+    return _with_password(settings_from(open_project(issue).site.smtp, ca_file), console)
+
+
+def _with_password(settings: Settings, console: Console) -> Settings:
     if settings.username and not settings.password:
         password = console.ask_password(f"SMTP password for {settings.username}")
         if password is None:
