@@ -1,0 +1,192 @@
+"""The suppression store: everyone who left, and why, so that no send mails them again.
+
+One SQLite file, `state/suppressions.sqlite3`, beside the send ledger and
+apart from build output. `serve` writes it when someone unsubscribes (one
+click or the page), `inbox` when a bounce or a mailed unsubscribe comes
+back, `newsletter suppressions` by hand or from a CRM export; `send` reads
+it before every send. WAL and a busy timeout let several processes (two
+`serve` workers and a `send`) use it at once without losing a row.
+
+Addresses are compared as `subscribers.address_key` compares them (letter
+case, invisible characters and the domain's script aside). Recording an
+address twice is harmless: the first reason and time stay, so a link
+scanner's repeat cannot rewrite why someone left.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TextIO
+
+from .errors import NewsletterError, Problem
+from .state import STATE_DIR, make_state_folder
+from .subscribers import address_key, read_suppressions
+
+STORE_FILE = "suppressions.sqlite3"
+EXPORT_COLUMNS = ("email", "when", "why", "issue")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suppressions (
+    address  TEXT PRIMARY KEY,       -- subscribers.address_key of the address
+    email    TEXT NOT NULL,          -- as it was given
+    at       REAL NOT NULL,          -- when, seconds since the epoch
+    why      TEXT NOT NULL,          -- a Why
+    issue    TEXT,                   -- the issue whose link or bounce it came from
+    evidence TEXT NOT NULL DEFAULT '{}'  -- what it was decided on (a bounce's status code and text, ...)
+);
+CREATE INDEX IF NOT EXISTS by_time ON suppressions (at);
+"""
+
+
+class Why(StrEnum):
+    ONE_CLICK = "one-click"  # RFC 8058 POST from a mail client
+    PAGE = "page"  # the unsubscribe page's button
+    MAILTO = "mailto"  # a mailed unsubscribe
+    BOUNCE = "bounce"  # the address does not take mail
+    MANUAL = "manual"  # `newsletter suppressions add`
+    IMPORT = "import"  # `newsletter suppressions import`, or the project's suppressions.csv
+
+
+@dataclass(frozen=True)
+class Suppression:
+    email: str
+    at: float
+    why: Why
+    issue: str | None
+    evidence: dict
+
+    @property
+    def when(self) -> str:
+        """The time in ISO 8601, UTC: what a CRM import reads."""
+        return dt.datetime.fromtimestamp(self.at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def store_path(root: Path) -> Path:
+    return root / STATE_DIR / STORE_FILE
+
+
+class SuppressionStore:
+    """The project's suppression store; open it with `SuppressionStore.open(root)`, close it (or use `with`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            make_state_folder(path.parent)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(path, f"cannot open the suppression store: {exc}")) from None
+
+    @classmethod
+    def open(cls, root: Path) -> SuppressionStore:
+        return cls(store_path(root))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SuppressionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(
+        self,
+        email: str,
+        why: Why,
+        *,
+        issue: str | None = None,
+        evidence: dict | None = None,
+        at: float | None = None,
+    ) -> bool:
+        """Record that `email` left; True if it was not suppressed already (the first record stays)."""
+        return bool(
+            self._write(
+                "INSERT INTO suppressions (address, email, at, why, issue, evidence) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (address) DO NOTHING",
+                (
+                    address_key(email),
+                    email.strip(),
+                    time.time() if at is None else at,
+                    str(why),
+                    issue,
+                    json.dumps(evidence or {}),
+                ),
+            )
+        )
+
+    def remove(self, email: str) -> bool:
+        """Take `email` off the store (a resubscribe, or a wrong call undone); True if it was there."""
+        return bool(self._write("DELETE FROM suppressions WHERE address = ?", (address_key(email),)))
+
+    def get(self, email: str) -> Suppression | None:
+        row = self._read(
+            "SELECT email, at, why, issue, evidence FROM suppressions WHERE address = ?", (address_key(email),)
+        )
+        return _suppression(row[0]) if row else None
+
+    def keys(self) -> set[str]:
+        """Every suppressed address, as `address_key` writes it: what a send compares its list with."""
+        return {address for (address,) in self._read("SELECT address FROM suppressions", ())}
+
+    def rows(self, since: float | None = None) -> Iterator[Suppression]:
+        """Every suppression, oldest first; only those recorded at or after `since` when given."""
+        found = self._read(
+            "SELECT email, at, why, issue, evidence FROM suppressions WHERE at >= ? ORDER BY at, address",
+            (since or 0.0,),
+        )
+        return (_suppression(row) for row in found)
+
+    def import_file(self, path: Path, why: Why = Why.IMPORT) -> int:
+        """Add every address of a suppression list (any shape `read_suppressions` reads); how many were new."""
+        addresses = read_suppressions(path)
+        now = time.time()
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                before = self._db.total_changes
+                self._db.executemany(
+                    "INSERT INTO suppressions (address, email, at, why, issue) VALUES (?, ?, ?, ?, NULL) "
+                    "ON CONFLICT (address) DO NOTHING",
+                    [(address, address, now, str(why)) for address in sorted(addresses)],
+                )
+                return self._db.total_changes - before
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
+
+    def export_csv(self, out: TextIO, since: float | None = None) -> int:
+        """Write the store as CSV (email, when, why, issue), for the organisation's CRM; how many rows."""
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        n = 0
+        for row in self.rows(since):
+            writer.writerow((row.email, row.when, str(row.why), row.issue or ""))
+            n += 1
+        return n
+
+    def _write(self, sql: str, values: tuple) -> int:
+        try:
+            return self._db.execute(sql, values).rowcount
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
+
+    def _read(self, sql: str, values: tuple) -> list[tuple]:
+        try:
+            return self._db.execute(sql, values).fetchall()
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot read the suppression store: {exc}")) from None
+
+
+def _suppression(row: tuple) -> Suppression:
+    email, at, why, issue, evidence = row
+    return Suppression(email, at, Why(why), issue, json.loads(evidence))
