@@ -17,7 +17,7 @@ from .errors import NewsletterError, Problem
 
 STATE_DIR = "state"
 LEDGER_FILE = "ledger.sqlite3"
-_GITIGNORE = "# Written by newsletter: who was mailed, who left. It is personal data: never commit it, but back it up.\n*\n"
+_GITIGNORE = "# Written by newsletter: who was mailed, who left. Personal data: never commit it; back it up.\n*\n"
 
 
 def state_folder(root: Path) -> Path:
