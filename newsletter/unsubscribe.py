@@ -189,3 +189,9 @@ def _signature(secret: str, list_id: str, address: str) -> str:
     key = secret.encode("utf-8", "surrogateescape")
     mac = hmac.new(key, f"{list_id}\0{address}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:18]).decode()
+
+
+def export_key(secret: str) -> str:
+    """The bearer key for `serve`'s suppression export: derived from the signing key, so a `send` on
+    another machine that holds that key can read the list of who left, and nobody else can."""
+    return hmac.new(secret.encode(), b"newsletter: suppression export", hashlib.sha256).hexdigest()
