@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import http.client
 import io
 import ssl
 import time
@@ -99,6 +100,8 @@ def download(url: str, key: str) -> bytes:
                     raise _failed(url, f"the answer is larger than {MAX_SUPPRESSION_BYTES:,} bytes")
                 if time.monotonic() > deadline:
                     raise TimeoutError
+            if answer.length:  # what Content-Length promised and never came: http.client reads it as the end
+                raise _failed(url, f"the answer broke off {answer.length:,} bytes short of its Content-Length")
             return bytes(body)
     except urllib.error.HTTPError as exc:
         hint = f" (is {SECRET_ENV} the key `serve` uses?)" if exc.code in (401, 403) else ""
@@ -110,7 +113,7 @@ def download(url: str, key: str) -> bytes:
         raise _failed(url, f"cannot connect: {reason}") from None
     except TimeoutError:
         raise _failed(url, f"no complete answer within {TIMEOUT:g} seconds") from None
-    except (OSError, ValueError) as exc:  # a connection dropped half-way, a malformed status line
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # dropped half-way, a malformed status line
         raise _failed(url, f"the answer broke off: {exc or type(exc).__name__}") from None
 
 
@@ -124,6 +127,8 @@ def parse_export(url: str, body: bytes) -> list[tuple[str, float, Why, str | Non
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise _failed(url, "the answer is not UTF-8 text: not a suppression export") from None
+    if text and not text.endswith("\n"):
+        raise _failed(url, "the answer was cut off (its last line is not complete)")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -150,8 +155,6 @@ def parse_export(url: str, body: bytes) -> list[tuple[str, float, Why, str | Non
             rows.append((email, at, reason, issue or None))
     except csv.Error as exc:
         raise _failed(url, f"not a readable CSV file: {exc}") from None
-    if not text.endswith("\n"):
-        raise _failed(url, "the answer was cut off (its last line is not complete)")
     return rows
 
 

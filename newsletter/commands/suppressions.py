@@ -12,7 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import TextIO
 
-from ..console import Console
+from ..console import Console, shown_path
 from ..errors import NewsletterError, Problem
 from ..project import open_project
 from ..send_plan import SUPPRESSION_FILE
@@ -82,7 +82,7 @@ def import_command(path: Path, *, console: Console) -> int:
     with _store() as store:
         new = store.import_file(path)
     addresses = f"{total} address{'es' if total != 1 else ''}"
-    console.say(printable(f"imported {path}: {new} new, {total - new} already suppressed ({addresses})"))
+    console.say(printable(f"imported {shown_path(path)}: {new} new, {total - new} already suppressed ({addresses})"))
     return new
 
 
