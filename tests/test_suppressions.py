@@ -13,6 +13,7 @@ import datetime as dt
 import http.server
 import io
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from newsletter import suppression_source
 from newsletter.suppressions import SuppressionStore, Why
@@ -249,13 +251,18 @@ def source(project) -> Iterator[Callable]:
     """An HTTP server on 127.0.0.1 serving the export; the site file's suppressions_source points at it."""
     servers = []
 
-    def start(behaviour: Callable[[_Source], None], *, key: str = export_key(SECRET)) -> http.server.HTTPServer:
+    def start(
+        behaviour: Callable[[_Source], None], *, key: str = export_key(SECRET), tls: ssl.SSLContext | None = None
+    ) -> http.server.HTTPServer:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Source)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         server.daemon_threads = True
         server.behaviour, server.key, server.requests, server.release = behaviour, key, [], threading.Event()
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        url = f"http://127.0.0.1:{server.server_address[1]}/unsubscribe/suppressions.csv"
+        scheme = "https" if tls else "http"
+        url = f"{scheme}://localhost:{server.server_address[1]}/unsubscribe/suppressions.csv"
         with (project / "newsletter.yaml").open("a", encoding="utf-8") as site:
             site.write(f"suppressions_source: {url}\n")
         server.url = url
@@ -366,3 +373,20 @@ def test_a_source_in_the_clear_across_a_network_is_refused(project, run):
     result = run("check", ISSUE)
     assert result.exit_code == 1
     assert re.search(r"newsletter\.yaml:\d+:\d+: suppressions_source: .*must be an https address", result.stderr)
+
+
+def test_the_source_certificate_is_verified(project, run, smtp_server, inbox, source, monkeypatch, tmp_path):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    server = source(lambda h: h._answer(200, EXPORT.encode()), tls=context)
+    refused = run("send", ISSUE, "--to", _list(project), "--yes")
+    assert refused.exit_code == 1
+    assert f"error: suppressions_source {server.url}: its certificate is not trusted" in refused.stderr
+    assert inbox.recipients() == {}
+    # A CA the machine is told to trust (OpenSSL's SSL_CERT_FILE) is trusted.
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    result = run("send", ISSUE, "--to", _list(project), "--yes")
+    assert result.exit_code == 0, result.output
+    assert inbox.recipients() == {"ann@example.org": 1, "cat@example.org": 1}
