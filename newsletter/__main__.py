@@ -197,6 +197,55 @@ def status(issue: Path) -> None:
     status.status_command(issue, console=ClickConsole())
 
 
+@cli.group()
+def suppressions() -> None:
+    """Who is never mailed: the project's suppression store, in state/."""
+
+
+@suppressions.command("list")
+def suppressions_list() -> None:
+    """Show each suppressed address with when, why and which issue's link."""
+    from .commands import suppressions
+
+    suppressions.list_command(console=ClickConsole())
+
+
+@suppressions.command("add")
+@click.argument("addresses", metavar="ADDRESS...", nargs=-1, required=True)
+def suppressions_add(addresses: tuple[str, ...]) -> None:
+    """Never mail these addresses again (recorded as manual)."""
+    from .commands import suppressions
+
+    suppressions.add_command(list(addresses), console=ClickConsole())
+
+
+@suppressions.command("remove")
+@click.argument("addresses", metavar="ADDRESS...", nargs=-1, required=True)
+def suppressions_remove(addresses: tuple[str, ...]) -> None:
+    """Take these addresses off the store (they may be mailed again)."""
+    from .commands import suppressions
+
+    suppressions.remove_command(list(addresses), console=ClickConsole())
+
+
+@suppressions.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def suppressions_import(file: Path) -> None:
+    """Add every address of FILE (CSV with an email column, or one address a line)."""
+    from .commands import suppressions
+
+    suppressions.import_command(file, console=ClickConsole())
+
+
+@suppressions.command("export")
+@click.option("--since", metavar="DATE", help="Only those recorded since DATE (2026-01-01, or an ISO date-time).")
+def suppressions_export(since: str | None) -> None:
+    """Write the store as CSV (email,when,why,issue) to standard output, for the CRM."""
+    from .commands import suppressions
+
+    suppressions.export_command(click.get_text_stream("stdout"), since=since, console=ClickConsole())
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

@@ -7,6 +7,7 @@ publishes them as JSON Schema, and `check` validates against them.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -129,6 +130,24 @@ def _unsubscribe_pattern(value: str) -> str:
             f"would be {longest} characters, and mail allows {HEADER_LINE_MAX}"
         )
     return value
+
+
+def _source_url(value: str) -> str:
+    parts = urlsplit(_web_url(value))
+    # The export carries addresses and the request a key: in the clear only to this machine, as smtp's rule.
+    if parts.scheme.lower() != "https" and not is_loopback(parts.hostname or ""):
+        raise ValueError("must be an https address (http is allowed only to this machine: localhost, 127.0.0.1)")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """`host` is this machine: where what is unencrypted never crosses a network."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _list_id(value: str) -> str:
@@ -265,6 +284,11 @@ class Site(_Strict):
         description="e.g. https://example.org/unsubscribe?t={token}"
     )
     unsubscribe_mailto: Email | None = None
+    suppressions_source: Annotated[str, AfterValidator(_source_url)] | None = Field(
+        None,
+        description="where `send` reads who left before every send, e.g. https://example.org/unsubscribe/"
+        "suppressions.csv (what `serve` exports); a send that cannot read it is refused",
+    )
     sample_recipient: Email = Field("subscriber@example.org", description="whom `build` addresses its .eml to")
     theme: Theme = Theme()
     smtp: Smtp = Smtp()

@@ -1,6 +1,6 @@
 """Planning a send: what it is about to do, worked out before anything is sent.
 
-A plan checks the issue, reads who left, claims the project's send ledger
+A plan checks the issue, reads who left (`who_left`), claims the project's send ledger
 (a second send at the same time is refused, as it would mail the same
 people), admits the issue against the ledger's record of it
 (`issue_identity`) and records the list in the ledger. Nothing is sent,
@@ -23,6 +23,8 @@ from .ledger import Ledger
 from .pipeline import Checked, check
 from .state import ledger_path, move_old_ledger, state_folder
 from .subscribers import Entry, read_subscribers, read_suppressions
+from .suppression_source import fetch_into
+from .suppressions import SuppressionStore, store_path
 from .unsubscribe import secret_from_env
 
 SUPPRESSION_FILE = "suppressions.csv"
@@ -94,7 +96,7 @@ def plan_send(
     that happens.
     """
     checked = check(issue_path)
-    suppressions = read_suppressions(suppression_path(checked, suppressed))
+    suppressions = who_left(checked, suppressed)
     entries: Iterator[Entry] = read_subscribers(to, suppressions, dedupe=False)  # the ledger finds duplicates
     notices, ledger = open_ledger(checked.project.root)
     with ledger:
@@ -137,6 +139,25 @@ def open_ledger(root: Path) -> tuple[list[Problem], Ledger]:
     moved = move_old_ledger(root)
     state_folder(root)
     return ([moved] if moved else []), Ledger(ledger_path(root))
+
+
+def who_left(checked: Checked, given: Path | None) -> set[str]:
+    """Every address no send may mail, as `address_key` writes them: those of the suppression list (the one
+    given, or the project's suppressions.csv), of the suppression store, and of the site's
+    `suppressions_source`, fetched now (its addresses are recorded in the store).
+
+    Raises NewsletterError when any of them cannot be read: a send that went on would mail people who left.
+    """
+    keys = read_suppressions(suppression_path(checked, given))
+    root = checked.project.root
+    source = checked.project.site.suppressions_source
+    if source is None and not store_path(root).exists():
+        return keys  # nobody recorded yet: a dry run leaves no empty store behind
+    with SuppressionStore.open(root) as store:
+        if source is not None:
+            keys |= fetch_into(store, source).keys
+        keys |= store.keys()
+    return keys
 
 
 def suppression_path(checked: Checked, given: Path | None) -> Path | None:

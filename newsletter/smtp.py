@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import os
 import re
 import smtplib
@@ -18,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import NewsletterError
-from .model import Smtp
+from .model import Smtp, is_loopback
 from .text import printable
 
 ENV = "NEWSLETTER_SMTP_"
@@ -79,15 +78,6 @@ def settings_from(site_smtp: Smtp, ca_file: Path | None = None, environ: dict[st
 
 def with_password(settings: Settings, password: str | None) -> Settings:
     return replace(settings, password=password)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_safe(settings: Settings) -> None:

@@ -108,10 +108,8 @@ def read_suppressions(path: Path | None) -> set[str]:
         address = _split(row.address)[1]
         if not address:
             problem = f"no address in column '{row.column}'"
-        elif control := _address_control(address):
-            problem = control
-        elif not _ONE_ADDRESS.fullmatch(address):
-            problem = f"'{_shown(row.address)}' is not an email address"
+        elif problem := suppression_address_problem(row.address):
+            pass
         else:
             found.add(address_key(address))
             continue
@@ -122,6 +120,24 @@ def read_suppressions(path: Path | None) -> set[str]:
     if problems:
         raise NewsletterError(problems)
     return found
+
+
+def suppression_address_problem(value: str) -> str | None:
+    """Why `value` (`ann@example.com`, `Ann <ann@example.com>`) is not one address of a suppression list, if not.
+
+    The rule of a suppression list's lines, for every way an address gets into the store.
+    """
+    address = _split(value)[1]
+    if control := _address_control(address):
+        return control
+    if not _ONE_ADDRESS.fullmatch(address):
+        return f"'{_shown(value)}' is not an email address"
+    return None
+
+
+def suppression_address(value: str) -> str:
+    """The address of a suppression line that `suppression_address_problem` accepts (the display name dropped)."""
+    return _split(value)[1]
 
 
 def read_subscribers(path: Path, suppressed: set[str] | None = None, *, dedupe: bool = True) -> Iterator[Entry]:

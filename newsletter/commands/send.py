@@ -23,9 +23,9 @@ from ..personalise import Recipient
 from ..pipeline import check
 from ..project import open_project
 from ..report import SendReport, resume_command
-from ..send_plan import plan_send, suppression_path
+from ..send_plan import plan_send, who_left
 from ..smtp import Settings, settings_from, with_password
-from ..subscribers import read_subscribers, read_suppressions
+from ..subscribers import read_subscribers
 from ..unsubscribe import MAKE_SECRET, SECRET_ENV, secret_from_env, secret_problem, secret_warnings, signing_key
 from .build import write_atomically
 
@@ -132,7 +132,7 @@ def dry_run(issue_path: Path, to: Path, *, limit: int | None = None, suppressed:
     key = signing_key()
     folder = checked.project.outbox / checked.rendered.slug / "dry-run"
     # Both lists are opened (the first row read) before the last run's files go: a wrong path must not cost them.
-    entries = read_subscribers(to, read_suppressions(suppression_path(checked, suppressed)))
+    entries = read_subscribers(to, who_left(checked, suppressed))
     first = next(entries, None)
     shutil.rmtree(folder, ignore_errors=True)  # it shows this run only
     try:
