@@ -197,6 +197,16 @@ def status(issue: Path) -> None:
     status.status_command(issue, console=ClickConsole())
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (the TLS proxy's side).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Serve the public side: unsubscribe page, one-click unsubscribe, web archive, suppression export."""
+    from .commands import serve
+
+    serve.serve_command(host=host, port=port, console=ClickConsole())
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 
