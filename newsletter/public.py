@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -241,6 +241,8 @@ class Public:
         request = Request(scope, receive)
         try:
             response = await self.answer(request)
+        except ClientDisconnect:  # gone before its body came in full: nobody to answer, nothing done
+            return
         except _Refused as refused:
             response = self.page(refused.status, "other", refused.title, message=refused.message)
         await response(scope, receive, send)
@@ -446,7 +448,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status: int | str = "-"  # no answer: the client left first
 
         async def send_guarded(message: Message) -> None:
             nonlocal status
@@ -461,7 +463,7 @@ class Guard:
         try:
             await self.app(scope, receive, send_guarded)
         finally:
-            log.info("%s %s %d", scope["method"], logged_target(scope, self.place), status)
+            log.info("%s %s %s", scope["method"], logged_target(scope, self.place), status)
 
 
 def logged_target(scope: Scope, place: UnsubscribePlace) -> str:
