@@ -246,6 +246,16 @@ def suppressions_export(since: str | None) -> None:
     suppressions.export_command(click.get_text_stream("stdout"), since=since, console=ClickConsole())
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (the TLS proxy's side).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Serve the public side: unsubscribe page, one-click unsubscribe, web archive, suppression export."""
+    from .commands import serve
+
+    serve.serve_command(host=host, port=port, console=ClickConsole())
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

@@ -189,7 +189,7 @@ def test_cli_picks_a_free_port_and_stops_cleanly_on_ctrl_c(project):
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own download cannot work here
 
 
-def launch_chromium(playwright, executable: Path = CHROMIUM):
+def launch_chromium(playwright, executable: Path = CHROMIUM, extra_args: list[str] | None = None):
     """Chromium at `executable`, or a failed test saying how to install it (a skip would hide a broken promise)."""
     from playwright.sync_api import Error
 
@@ -202,7 +202,7 @@ def launch_chromium(playwright, executable: Path = CHROMIUM):
     try:
         return playwright.chromium.launch(
             executable_path=str(executable),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", *(extra_args or [])],
         )
     except Error as exc:
         pytest.fail(f"Chromium at {executable} did not start: {exc.message}", pytrace=False)

@@ -1,0 +1,180 @@
+"""Load on `newsletter serve`: what link scanners do after a big send.
+
+Usage: python benchmarks/serve_load.py [SECONDS] [CLIENTS]
+
+Starts `newsletter serve` on a copy of this project (in a temporary folder) and drives it from
+CLIENTS concurrent keep-alive connections for SECONDS each on: the unsubscribe page (GET, a
+different valid token per request) and the archive index. Then 500 one-click POSTs from 50
+concurrent clients, 250 addresses each posted twice, and counts the rows: each address must be
+recorded exactly once. The baseline, measured in the same run on the same client: a plain
+Starlette app under uvicorn answering a static page.
+
+The client is raw asyncio sockets, so that it costs less than the server it measures; it shares
+the machine with the server, so the figures are a floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from newsletter.unsubscribe import make_token  # noqa: E402
+
+SECRET = "mer9RbeL1mTBLpg7GVsPov14aQ76aOe6WLCH4tfh91E"
+LIST_ID = "roundup.example.org"
+HOST = "example.org"
+
+BASELINE = """
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+PAGE = "<!doctype html><title>x</title>" + "<p>static</p>" * 100
+async def page(request):
+    return HTMLResponse(PAGE)
+app = Starlette(routes=[Route("/{rest:path}", page)])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server did not start")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("the server did not start in time")
+
+
+async def request(reader, writer, method: str, target: str, body: bytes = b"") -> int:
+    head = f"{method} {target} HTTP/1.1\r\nHost: {HOST}\r\n"
+    if body:
+        head += f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+async def load(port: int, targets, seconds: float, clients: int) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.monotonic() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = n
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            status = await request(reader, writer, "GET", targets(i))
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+            i += clients
+        writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return len(latencies), latencies, errors
+
+
+def report(name: str, seconds: float, result: tuple[int, list[float], int]) -> None:
+    count, latencies, errors = result
+    p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+    median = statistics.median(latencies) * 1000
+    print(f"{name:<28} {count / seconds:8.0f} req/s   p50 {median:6.1f} ms   p99 {p99:6.1f} ms   non-200: {errors}")
+
+
+async def one_clicks(port: int, addresses: list[str], clients: int = 50) -> list[int]:
+    queue = [(a, n) for n in range(2) for a in addresses]  # each address posted twice
+    statuses: list[int] = []
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while queue:
+            address, _ = queue.pop()
+            target = f"/unsubscribe?t={make_token(SECRET, LIST_ID, address)}"
+            statuses.append(await request(reader, writer, "POST", target, b"List-Unsubscribe=One-Click"))
+        writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses
+
+
+def serve(command: list[str], cwd: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(port, process)
+    return process
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5
+    clients = int(sys.argv[2]) if len(sys.argv) > 2 else 50
+    root = Path(tempfile.mkdtemp(prefix="newsletter-serve-"))
+    shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
+    shutil.copytree(REPO / "templates", root / "templates")
+    (root / "baseline.py").write_text(BASELINE)
+    tokens = [make_token(SECRET, LIST_ID, f"reader{i}@example.com") for i in range(10_000)]
+
+    port = free_port()
+    base = serve([sys.executable, "-m", "uvicorn", "baseline:app", "--port", str(port), "--no-access-log"], root, port)
+    try:
+        report("baseline: static Starlette", seconds, asyncio.run(load(port, lambda i: "/", seconds, clients)))
+    finally:
+        base.terminate()
+        base.wait()
+
+    port = free_port()
+    server = serve([sys.executable, "-m", "newsletter", "serve", "--port", str(port)], root, port)
+    try:
+        page = asyncio.run(load(port, lambda i: f"/unsubscribe?t={tokens[i % len(tokens)]}", seconds, clients))
+        report("unsubscribe page (GET)", seconds, page)
+        report("archive index (GET)", seconds, asyncio.run(load(port, lambda i: "/roundup/", seconds, clients)))
+        addresses = [f"leaver{i}@example.com" for i in range(250)]
+        started = time.perf_counter()
+        statuses = asyncio.run(one_clicks(port, addresses))
+        took = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait()
+    with sqlite3.connect(root / "state" / "suppressions.sqlite3") as db:
+        rows = [email for (email,) in db.execute("SELECT email FROM suppressions")]
+    lost = len(set(addresses) - set(rows))
+    duplicated = len(rows) - len(set(rows))
+    ok = statuses.count(200)
+    print(
+        f"one-click POSTs: {len(statuses)} from 50 clients in {took:.2f} s, {ok} answered 200; "
+        f"{len(rows)} rows for {len(addresses)} addresses: {lost} lost, {duplicated} duplicated"
+    )
+    shutil.rmtree(root)
+    if lost or duplicated or ok != len(statuses):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
