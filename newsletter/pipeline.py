@@ -27,7 +27,7 @@ class Checked:
 
 
 def check(path: Path, *, web: bool = False) -> Checked:
-    """Validate and render the issue at `path` (with `web`, as its archive page); NewsletterError lists every problem."""
+    """Validate and render the issue at `path` (with `web`, as its archive page); NewsletterError lists all problems."""
     problems: list[Problem] = []
     project = issue = source = slug = None
     try:
