@@ -124,6 +124,7 @@ class Archive:
         self._by_identity: dict[str, str] = {}
         self._published: list[Published] = []
         self._warnings: list[Problem] = []
+        self._inputs: tuple | None = None
 
     # -- what others ask -------------------------------------------------
 
@@ -210,6 +211,11 @@ class Archive:
         warnings: list[Problem] = []
         undecided = [c.identity for c in self._checked.values() if c.issue is not None and c.issue.published is None]
         sent = sent_issues(ledger, undecided)
+        # During a send the ledger changes with every message; the pages only when an issue is first sent.
+        inputs = (tuple((path, self._checked[path].key) for path in files), frozenset(sent))
+        if inputs == self._inputs:
+            return
+        self._inputs = inputs
         published: dict[str, Published] = {}
         for path in files:
             c = self._checked[path]
