@@ -256,6 +256,17 @@ def serve(host: str, port: int) -> None:
     serve.serve_command(host=host, port=port, console=ClickConsole())
 
 
+@cli.command()
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder to write the archive to."
+)
+def archive(out: Path) -> None:
+    """Write the web archive (index, each published issue, Atom feed) as static files."""
+    from .commands import archive
+
+    archive.archive_command(out, console=ClickConsole())
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

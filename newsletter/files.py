@@ -1,4 +1,4 @@
-"""Opening the user's files: regular files only, so that no read waits or never ends.
+"""The user's files: opened only when regular, so that no read waits or never ends; written in one step.
 
 A FIFO blocks on open until someone writes to it; /dev/zero, a terminal or
 a socket never end. Every input file (issue, site file, lists) is opened
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,3 +40,30 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a device"
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Replace `path` in one step, so a crash never leaves half a file.
+
+    A failure to write (a full disk, no permission) is a NewsletterError naming `path`.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            # mkstemp makes the file private (0600); an email to publish should not be.
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -448,3 +448,30 @@ class _Transaction:
             self.db.execute("COMMIT")
         elif self.db.in_transaction:  # SQLite may have rolled back itself (a full disk)
             self.db.execute("ROLLBACK")
+
+
+def sent_issues(path: Path, identities: Iterable[str]) -> set[str]:
+    """Which of `identities` the ledger at `path` records as sent to at least one recipient of the list.
+
+    Read-only, and without making the file: a project that never sent has no ledger, and a reader (the
+    web archive) must not leave one behind. A `--test` copy records nothing, so it never counts.
+    """
+    if not path.is_file():
+        return set()
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise NewsletterError(Problem(path, ledger_problem(exc))) from None
+    try:
+        found = set()
+        for identity in identities:
+            row = db.execute(
+                "SELECT 1 FROM deliveries WHERE issue = ? AND state = ? LIMIT 1", (identity, DeliveryState.SENT)
+            ).fetchone()
+            if row:
+                found.add(identity)
+        return found
+    except sqlite3.Error as exc:
+        raise NewsletterError(Problem(path, ledger_problem(exc))) from None
+    finally:
+        db.close()

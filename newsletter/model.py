@@ -10,7 +10,7 @@ import datetime as dt
 import ipaddress
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -225,6 +225,11 @@ class Issue(_Strict):
     intro: Markdown = ""
     items: Annotated[list[Item], Field(min_length=1)]
     contact: Contact | None = None
+    published: bool | None = Field(
+        None,
+        description="the web archive: true shows it even before it is sent; false never shows it, "
+        "even once sent (a draft, or an issue taken down); left out, it shows once sent to the list",
+    )
 
     @property
     def subject_line(self) -> str:
@@ -300,3 +305,21 @@ class Site(_Strict):
     @property
     def list_identifier(self) -> str:
         return self.list_id or f"newsletter.{self.domain}"
+
+    @property
+    def archive_folder(self) -> str | None:
+        """`archive_url` as a folder, where the index is and below which each issue is; None without one.
+
+        A missing final slash is supplied, and a query or fragment, which would
+        end up in the middle of every page's address, is left out.
+        """
+        if not self.archive_url:
+            return None
+        parts = urlsplit(self.archive_url)
+        folder = parts.path if parts.path.endswith("/") else parts.path + "/"
+        return urlunsplit((parts.scheme, parts.netloc, folder, "", ""))
+
+    def web_version_url(self, identity: str) -> str | None:
+        """Where the issue known as `identity` is read on the web: `<archive folder><identity>/`."""
+        folder = self.archive_folder
+        return folder and f"{folder}{quote(identity, safe='')}/"

@@ -26,8 +26,8 @@ class Checked:
     html_bytes: int  # the HTML part for a typical subscriber, as a mail client receives it
 
 
-def check(path: Path) -> Checked:
-    """Validate and render the issue at `path`; NewsletterError lists every problem."""
+def check(path: Path, *, web: bool = False) -> Checked:
+    """Validate and render the issue at `path` (with `web`, as its archive page); NewsletterError lists all problems."""
     problems: list[Problem] = []
     project = issue = source = slug = None
     try:
@@ -44,7 +44,7 @@ def check(path: Path) -> Checked:
         problems += exc.problems
     if problems or project is None or issue is None or source is None or slug is None:
         raise NewsletterError(problems)
-    rendered = render(issue, project.site, slug, project.templates)
+    rendered = render(issue, project.site, slug, project.templates, web=web)
     html_bytes = len(rendered.html.fill(_typical_values(rendered)).encode("utf-8"))
     return Checked(project, issue, source, rendered, lint(issue, source, html_bytes), html_bytes)
 

@@ -46,7 +46,8 @@ class Rendered:
         return self.issue.id or self.slug
 
 
-def render(issue: Issue, site: Site, slug: str, templates: Path) -> Rendered:
+def render(issue: Issue, site: Site, slug: str, templates: Path, *, web: bool = False) -> Rendered:
+    """The issue as everyone's email; with `web`, as its page in the web archive, which links to no copy of itself."""
     registry = SlotRegistry()
     context = {
         "issue": issue,
@@ -56,6 +57,8 @@ def render(issue: Issue, site: Site, slug: str, templates: Path) -> Rendered:
         "status_labels": STATUS_LABELS,
         "subscriber": SubscriberFields(registry),
         "unsubscribe_url": registry.token("unsubscribe_url"),
+        # "View in your browser": the same for every subscriber, so not a slot, and carrying nothing of theirs.
+        "web_version_url": None if web else site.web_version_url(issue.id or slug),
     }
     env = environment(templates)
     mjml_source = _render_template(env, templates, HTML_TEMPLATE, context)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..console import Console, shown_path, warn
 from ..errors import NewsletterError, Problem
+from ..files import write_atomically
 from ..message import Composer
 from ..personalise import Recipient
 from ..pipeline import Checked, check
@@ -43,30 +42,3 @@ def build(issue_path: Path, out: Path | None = None) -> tuple[Checked, list[Path
     except OSError as exc:
         raise NewsletterError(Problem(Path(exc.filename or folder), f"cannot write: {exc.strerror}")) from None
     return checked, [write_atomically(folder / name, data) for name, data in files.items()]
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Replace `path` in one step, so a crash never leaves half a file.
-
-    A failure to write (a full disk, no permission) is a NewsletterError naming `path`.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            # mkstemp makes the file private (0600); an email to publish should not be.
-            os.fchmod(fd, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise NewsletterError(Problem(path, f"cannot write: {exc.strerror}")) from None
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
