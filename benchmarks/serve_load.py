@@ -4,7 +4,7 @@ Usage: python benchmarks/serve_load.py [SECONDS] [CLIENTS]
 
 Starts `newsletter serve` on a copy of this project (in a temporary folder) and drives it from
 CLIENTS concurrent keep-alive connections for SECONDS each on: the unsubscribe page (GET, a
-different valid token per request) and the archive index. Then 500 one-click POSTs from 50
+different valid token per request), the archive index and an issue's web version. Then 500 one-click POSTs from 50
 concurrent clients, 250 addresses each posted twice, and counts the rows: each address must be
 recorded exactly once. The baseline, measured in the same run on the same client: a plain
 Starlette app under uvicorn answering a static page.
@@ -35,6 +35,7 @@ from newsletter.unsubscribe import make_token  # noqa: E402
 SECRET = "mer9RbeL1mTBLpg7GVsPov14aQ76aOe6WLCH4tfh91E"
 LIST_ID = "roundup.example.org"
 HOST = "example.org"
+SEED = "2021-05-spring-solidarity"
 
 BASELINE = """
 from starlette.applications import Starlette
@@ -138,6 +139,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="newsletter-serve-"))
     shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
     shutil.copytree(REPO / "templates", root / "templates")
+    (root / "issues").mkdir()
+    seed = (REPO / "issues" / f"{SEED}.yaml").read_text(encoding="utf-8")
+    (root / "issues" / f"{SEED}.yaml").write_text(seed + "published: true\n", encoding="utf-8")  # as if sent
     (root / "baseline.py").write_text(BASELINE)
     tokens = [make_token(SECRET, LIST_ID, f"reader{i}@example.com") for i in range(10_000)]
 
@@ -155,6 +159,8 @@ def main() -> None:
         page = asyncio.run(load(port, lambda i: f"/unsubscribe?t={tokens[i % len(tokens)]}", seconds, clients))
         report("unsubscribe page (GET)", seconds, page)
         report("archive index (GET)", seconds, asyncio.run(load(port, lambda i: "/roundup/", seconds, clients)))
+        issue_page = asyncio.run(load(port, lambda i: f"/roundup/{SEED}/", seconds, clients))
+        report("archive issue page (GET)", seconds, issue_page)
         addresses = [f"leaver{i}@example.com" for i in range(250)]
         started = time.perf_counter()
         statuses = asyncio.run(one_clicks(port, addresses))

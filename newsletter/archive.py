@@ -128,15 +128,16 @@ class Archive:
 
     # -- what others ask -------------------------------------------------
 
-    def page(self, relative_path: str) -> Page | None:
+    def page(self, relative_path: str, *, refresh: bool = True) -> Page | None:
         """The page at `relative_path` below the archive URL, or None (a 404).
 
         "" is the index, "<id>/" an issue, "feed.xml" the feed. The id may be
         given percent-encoded, as in a link, or decoded, as a web framework
         passes it; the encoded form wins should one issue's decoded id read
-        as another's encoded one.
+        as another's encoded one. `refresh=False` answers from what was built
+        last, without looking at the files (a server refreshes on its own beat).
         """
-        pages = self.pages()
+        pages = self.pages() if refresh else self._pages
         found = pages.get(relative_path)
         if found is None and relative_path.endswith("/"):
             name = self._by_identity.get(relative_path[:-1])

@@ -133,6 +133,9 @@ class UnsubscribePlace:
         return match["token"] if match else ""
 
 
+ARCHIVE_REFRESH = 1.0  # seconds: how soon an edited or newly sent issue shows in the archive
+
+
 @dataclass(frozen=True)
 class ArchivePlace:
     hosts: frozenset[str]
@@ -234,6 +237,7 @@ class Public:
         self.unsubscribe = UnsubscribePlace.parse(site.unsubscribe_url)
         self.archive_place = ArchivePlace.parse(site.archive_url) if site.archive_url else None
         self.archive = Archive(project) if site.archive_url else None
+        self._archive_checked = -ARCHIVE_REFRESH
         self.export_key = export_key(secret).encode()
         self.pages = Pages(project)
 
@@ -366,7 +370,13 @@ class Public:
         ):
             raise _Refused(404, "Page not found", "There is no page at this address.")
         assert self.archive is not None
-        found = await run_in_threadpool(self.archive.page, relative)
+        now = time.monotonic()
+        if now - self._archive_checked >= ARCHIVE_REFRESH:
+            # Looking at the files (and rendering what changed) is done off the event loop, at most this
+            # often; between times the pages already built answer at once, which keeps the p99 low.
+            await run_in_threadpool(self.archive.pages)
+            self._archive_checked = now
+        found = self.archive.page(relative, refresh=False)
         if found is None:
             raise _Refused(404, "Page not found", "There is no page at this address.")
         return Response(
