@@ -20,6 +20,7 @@ import httpx
 import lxml.html
 import pytest
 
+from newsletter import public
 from newsletter.suppressions import SuppressionStore, Why
 from newsletter.unsubscribe import export_key, make_token
 
@@ -445,6 +446,25 @@ def test_a_send_after_one_click_unsubscribes_skips_those_addresses(served, proje
     result = run("send", following, "--to", subscribers, "--yes")
     assert result.exit_code == 0, result.output
     assert set(inbox.recipients()) == {"stays@example.com"}
+
+
+def test_view_in_your_browser_opens_the_web_version_without_personal_data(served, project, run, smtp_server, inbox):
+    before = served.client.get("/roundup/")
+    assert before.status_code == 200 and "Spring Solidarity" not in before.text  # not sent yet: not published
+    assert (
+        run("send", ISSUE, "--to", write_list(project, ["email,name", "gil@example.com,Gil"]), "--yes").exit_code == 0
+    )
+    message = inbox.by_recipient("gil@example.com")
+    html = message.get_body(("html",)).get_content()
+    (link,) = {a.get("href") for a in lxml.html.fromstring(html).iter("a") if "browser" in a.text_content().lower()}
+    assert link == f"http://{HOST}/roundup/{SEED}/" and link in message.get_body(("plain",)).get_content()
+    time.sleep(public.ARCHIVE_REFRESH)  # the archive looks at the ledger at most this often
+    page = served.client.get(httpx.URL(link).path)
+    assert page.status_code == 200, page.text
+    assert "Crisis and Tactical Round Up: Spring Solidarity" in page.text
+    assert "gil@example.com" not in page.text and "Gilberta" not in page.text
+    assert token("gil@example.com") not in page.text and "?t=" not in page.text
+    assert f'{SEED}/"' in served.client.get("/roundup/").text  # now published: the index links to it
 
 
 # -- in a real browser -------------------------------------------------------------------------
