@@ -60,6 +60,7 @@ NO_ONE = {"name": "", "email": "", "unsubscribe_url": LEAVING}
 _ATOM_NS = "http://www.w3.org/2005/Atom"
 # What `archive --out` wrote last time, so that a page no longer published (a draft now) goes too.
 MANIFEST = ".newsletter-archive.json"
+RESERVED = {"index.html", FEED, MANIFEST}  # ids that would name the archive's own files
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,8 @@ class Archive:
                 self._reload_site()
                 self._site_key = site_key
             self._checked = {path: self._check(path, site_key) for path in files}
-            self._build(files, ledger)
-            self._state = state
+            if self._build(files, ledger):
+                self._state = state
 
     def _issue_files(self) -> list[Path]:
         try:
@@ -208,14 +209,27 @@ class Archive:
             return _Checked(key, None, None, None, tuple(exc.problems))
         return _Checked(key, checked.issue, checked.rendered.identity, checked.rendered.html.fill(NO_ONE), ())
 
-    def _build(self, files: list[Path], ledger: Path) -> None:
+    def _build(self, files: list[Path], ledger: Path) -> bool:
+        """Build the pages; False when the ledger could not be read (the last pages stay, and it is tried again)."""
         warnings: list[Problem] = []
         undecided = [c.identity for c in self._checked.values() if c.issue is not None and c.issue.published is None]
-        sent = sent_issues(ledger, undecided)
+        try:
+            sent = sent_issues(ledger, undecided)
+        except NewsletterError as exc:
+            # A damaged ledger must not take down what was published: keep the pages built last,
+            # or, with none yet, show only the issues whose files say they are published.
+            problems = [
+                Problem(p.file, f"the web archive cannot tell which issues were sent: {p.message}")
+                for p in exc.problems
+            ]
+            if self._inputs is not None:
+                self._warnings = problems
+                return False
+            sent, warnings = set(), problems
         # During a send the ledger changes with every message; the pages only when an issue is first sent.
         inputs = (tuple((path, self._checked[path].key) for path in files), frozenset(sent))
         if inputs == self._inputs:
-            return
+            return True
         self._inputs = inputs
         published: dict[str, Published] = {}
         for path in files:
@@ -225,6 +239,11 @@ class Archive:
                 warnings += c.problems
                 continue
             if not (c.issue.published or (c.issue.published is None and c.identity in sent)):
+                continue
+            if c.identity in RESERVED:
+                warnings.append(
+                    Problem(path, f"left out of the web archive: its id, {c.identity}, names a file of the archive")
+                )
                 continue
             if c.identity in published:
                 other = published[c.identity].path.name
@@ -237,6 +256,7 @@ class Archive:
             pages[p.name] = Page(p.html.encode("utf-8"), HTML)
         self._pages, self._published, self._warnings = pages, issues, warnings
         self._by_identity = {p.identity: p.name for p in issues}
+        return True
 
     def write(self, out: Path) -> list[Path]:
         """Write every page as static files under `out`; return their paths.
@@ -246,7 +266,23 @@ class Archive:
         step. Pages an earlier run wrote that are no longer published (an issue
         made a draft again) are removed, and nothing else in `out`.
         """
-        files = {_file_name(name): page.body for name, page in self.pages().items()}
+        # The issues' pages first, the index and the feed last: a reader (or rsync) part-way through
+        # never finds a link to a page not written yet.
+        pages = sorted(self.pages().items(), key=lambda item: item[0] in (INDEX, FEED))
+        files = {_file_name(name): page.body for name, page in pages}
+        ours = _written_before(out)
+        theirs = sorted(name for name in files if name not in ours and (out / name).exists())
+        if theirs:
+            # The organisation's own index.html (or anything else) is never written over.
+            raise NewsletterError(
+                [
+                    Problem(
+                        out / name,
+                        "is not a file an earlier `newsletter archive` wrote here; move it, or choose another folder",
+                    )
+                    for name in theirs
+                ]
+            )
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -260,7 +296,7 @@ class Archive:
                 except OSError as exc:
                     raise NewsletterError(Problem(path.parent, f"cannot write: {exc.strerror}")) from None
             written.append(write_atomically(path, body))
-        _remove_unpublished(out, _written_before(out) - set(files))
+        _remove_unpublished(out, ours - set(files))
         write_atomically(out / MANIFEST, json.dumps(sorted(files), indent=1).encode("utf-8"))
         return written
 

@@ -264,3 +264,52 @@ def test_without_archive_url_archive_says_what_to_add(project, run):
 def test_the_web_version_url_is_below_the_archive_folder(project, archive_url, expected):
     site = open_project(project).site.model_copy(update={"archive_url": archive_url})
     assert site.web_version_url("x y") == expected
+
+
+# -- found by a hostile test: what the archive must never do ------------------------------------
+
+
+def test_archive_out_never_writes_over_a_file_it_did_not_write(project, run):
+    site = project / "www"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>The organisation's home page</h1>\n", encoding="utf-8")
+    (site / "feed.xml").write_text("<rss>the blog</rss>\n", encoding="utf-8")
+    issue = project / "issues" / f"{SEED}.yaml"
+    issue.write_text(issue.read_text(encoding="utf-8") + "published: true\n", encoding="utf-8")
+    result = run("archive", "--out", site)
+    assert result.exit_code == 1
+    assert "www/index.html: is not a file an earlier `newsletter archive` wrote here" in result.output
+    assert "www/feed.xml: is not a file" in result.output
+    assert (site / "index.html").read_text(encoding="utf-8") == "<h1>The organisation's home page</h1>\n"
+    assert not (site / SEED).exists()  # nothing written at all
+    # Into a folder of its own, and then again over its own files: fine.
+    assert run("archive", "--out", project / "www2").exit_code == 0
+    assert run("archive", "--out", project / "www2").exit_code == 0
+
+
+def test_an_id_that_names_a_file_of_the_archive_is_left_out(project, run):
+    seed = (project / "issues" / f"{SEED}.yaml").read_text(encoding="utf-8")
+    (project / "issues" / "clash.yaml").write_text(
+        seed.replace(f"id: {SEED}", "id: feed.xml") + "published: true\n", encoding="utf-8"
+    )
+    archive = Archive(open_project(project / "issues"))
+    assert archive.page("feed.xml").content_type.startswith("application/atom+xml")
+    assert any("its id, feed.xml, names a file of the archive" in str(w) for w in archive.warnings)
+
+
+def test_a_damaged_ledger_keeps_what_was_published(project):
+    seed = project / "issues" / f"{SEED}.yaml"
+    seed.write_text(seed.read_text(encoding="utf-8") + "published: true\n", encoding="utf-8")
+    (project / "issues" / "second.yaml").write_text(
+        seed.read_text(encoding="utf-8").replace(f"id: {SEED}", "id: second").replace("published: true\n", ""),
+        encoding="utf-8",
+    )
+    archive = Archive(open_project(project / "issues"))
+    assert archive.page(f"{SEED}/") is not None
+    (project / "state").mkdir(exist_ok=True)
+    (project / "state" / "ledger.sqlite3").write_bytes(b"not a database " * 100)
+    assert archive.page(f"{SEED}/") is not None and archive.page("") is not None
+    assert any("cannot tell which issues were sent" in str(w) for w in archive.warnings)
+    # A fresh process with a damaged ledger still shows what the files say is published.
+    fresh = Archive(open_project(project / "issues"))
+    assert fresh.page(f"{SEED}/") is not None
