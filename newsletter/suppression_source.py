@@ -31,7 +31,7 @@ from .model import is_loopback
 from .subscribers import MAX_SUPPRESSION_BYTES, address_key, suppression_address_problem
 from .suppressions import EXPORT_COLUMNS, SuppressionStore, Why
 from .text import printable
-from .unsubscribe import MAKE_SECRET, SECRET_ENV, export_key, secret_from_env, secret_problem
+from .unsubscribe import SECRET_ENV, export_key, require_secret
 
 TIMEOUT = 20.0  # seconds for the whole answer; a export of 100,000 rows is a few megabytes
 CHUNK = 64 * 1024
@@ -51,7 +51,7 @@ def fetch_into(store: SuppressionStore, url: str) -> Fetched:
     short of a complete, well-formed export: no key, no answer, a refusal, a
     redirect, a body that is too large or is not the export's CSV.
     """
-    rows = parse_export(url, download(url, bearer_key(url)))
+    rows = parse_export(url, download(url, bearer_key()))
     new = 0
     keys: set[str] = set()
     for email, at, why, issue in rows:
@@ -60,15 +60,9 @@ def fetch_into(store: SuppressionStore, url: str) -> Fetched:
     return Fetched(url, keys, new)
 
 
-def bearer_key(url: str) -> str:
+def bearer_key() -> str:
     """The export's key, from the real signing key: a preview or weak key cannot read who left."""
-    secret = secret_from_env()
-    if not secret:
-        raise _failed(url, f"set {SECRET_ENV}, the key the export is read with (the one `serve` uses: {MAKE_SECRET})")
-    problem = secret_problem(secret)
-    if problem:
-        raise NewsletterError(problem)
-    return export_key(secret)
+    return export_key(require_secret("reads the suppressions_source export (the one `serve` uses)"))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -361,7 +361,7 @@ def test_the_source_needs_the_real_key(project, run, smtp_server, inbox, source,
     monkeypatch.delenv("NEWSLETTER_SECRET")
     result = run("send", ISSUE, "--to", _list(project), "--dry-run")
     assert result.exit_code == 1
-    assert "set NEWSLETTER_SECRET, the key the export is read with" in result.stderr
+    assert "set NEWSLETTER_SECRET: the key that reads the suppressions_source export" in result.stderr
     monkeypatch.setenv("NEWSLETTER_SECRET", "short")
     assert "NEWSLETTER_SECRET is too weak" in run("send", ISSUE, "--to", _list(project), "--yes").stderr
     assert inbox.recipients() == {}
@@ -390,3 +390,25 @@ def test_the_source_certificate_is_verified(project, run, smtp_server, inbox, so
     result = run("send", ISSUE, "--to", _list(project), "--yes")
     assert result.exit_code == 0, result.output
     assert inbox.recipients() == {"ann@example.org": 1, "cat@example.org": 1}
+
+
+def test_send_serve_and_the_source_ask_for_the_key_in_the_same_words(project, run, smtp_server, source, monkeypatch):
+    # One rule for the key, wherever it is needed: unset, each says what it is for and how to make one;
+    # too weak, each refuses it with the very same line.
+    source(lambda h: h._answer(200, EXPORT.encode()))
+    commands = {
+        "send": ("send", ISSUE, "--to", _list(project), "--yes"),
+        "dry run with a source": ("send", ISSUE, "--to", _list(project), "--dry-run"),
+        "serve": ("serve", "--port", "1"),
+    }
+    monkeypatch.delenv("NEWSLETTER_SECRET")
+    for name, command in commands.items():
+        said = run(*command).stderr.strip()
+        assert re.fullmatch(r"error: set NEWSLETTER_SECRET: the key that [^\n]+ \(to make one: python -c .*\)", said), (
+            name,
+            said,
+        )
+    monkeypatch.setenv("NEWSLETTER_SECRET", "password1")
+    refusals = {name: run(*command).stderr.strip().splitlines()[-1] for name, command in commands.items()}
+    assert len(set(refusals.values())) == 1, refusals
+    assert refusals["serve"].startswith("error: NEWSLETTER_SECRET is too weak to sign unsubscribe links")
