@@ -412,3 +412,26 @@ def test_send_serve_and_the_source_ask_for_the_key_in_the_same_words(project, ru
     refusals = {name: run(*command).stderr.strip().splitlines()[-1] for name, command in commands.items()}
     assert len(set(refusals.values())) == 1, refusals
     assert refusals["serve"].startswith("error: NEWSLETTER_SECRET is too weak to sign unsubscribe links")
+
+
+def test_someone_who_unsubscribes_during_the_send_is_not_mailed(project, run, smtp_server, inbox):
+    # While the first message goes out, the last person on the list clicks "unsubscribe" (serve records it):
+    # the send planned before that must not mail her.
+    listed = write_list(project, ["email", *(f"early{i}@example.org" for i in range(6)), "Zoe@Example.org"])
+
+    def unsubscribe_zoe(rcpt: str) -> None:
+        if rcpt == "early0@example.org":
+            with SuppressionStore.open(project) as store:
+                store.add("zoe@example.org", Why.ONE_CLICK, issue=SEED)
+
+    smtp_server.on_rcpt = unsubscribe_zoe
+    result = run("send", ISSUE, "--to", listed, "--yes", "--connections", "1")
+    assert result.exit_code == 0, result.output
+    assert "zoe@example.org" not in inbox.recipients()
+    assert sum(inbox.recipients().values()) == 6
+    assert "sent 6, failed 0, 1 left during the send" in result.output
+    status = run("status", ISSUE).output
+    assert re.search(r"suppressed\s+1\b", status), status
+    # The next run does not try her again either.
+    again = run("send", ISSUE, "--to", listed, "--yes")
+    assert "nothing to send" in again.output and "zoe" not in str(inbox.recipients())
