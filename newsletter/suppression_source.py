@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from .errors import NewsletterError
 from .model import is_loopback
 from .subscribers import MAX_SUPPRESSION_BYTES, address_key, suppression_address_problem
-from .suppressions import EXPORT_COLUMNS, SuppressionStore, Why
+from .suppressions import EXPORT_COLUMNS, SuppressionStore, Why, cell_value
 from .text import printable
 from .unsubscribe import SECRET_ENV, export_key, require_secret
 
@@ -134,7 +134,8 @@ def parse_export(url: str, body: bytes) -> list[tuple[str, float, Why, str | Non
             line = reader.line_num
             if len(cells) != len(EXPORT_COLUMNS):
                 raise _failed(url, f"line {line}: {len(cells)} fields where {len(EXPORT_COLUMNS)} are expected")
-            email, when, why, issue = cells
+            # The export writes a `'` before what a spreadsheet would run as a formula (`suppressions.csv_cell`).
+            email, when, why, issue = (cell_value(cell) for cell in cells)
             problem = suppression_address_problem(email)
             if problem:
                 raise _failed(url, f"line {line}: {problem}")

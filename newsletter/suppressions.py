@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -170,7 +171,7 @@ class SuppressionStore:
         writer.writerow(EXPORT_COLUMNS)
         n = 0
         for row in self.rows(since):
-            writer.writerow((row.email, row.when, str(row.why), row.issue or ""))
+            writer.writerow((csv_cell(row.email), row.when, str(row.why), csv_cell(row.issue or "")))
             n += 1
         return n
 
@@ -185,6 +186,22 @@ class SuppressionStore:
             return self._db.execute(sql, values).fetchall()
         except sqlite3.Error as exc:
             raise NewsletterError(Problem(self.path, f"cannot read the suppression store: {exc}")) from None
+
+
+# A spreadsheet runs a cell starting with one of these as a formula, and `=cmd|'/c calc'!a0@example.org` is a
+# valid address. OWASP's advice: a `'` before it, which spreadsheets show as text. A cell that already starts
+# with `'`s before one of them gets one more, so that `cell_value` always gives back exactly what was written.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_cell(value: str) -> str:
+    """`value` as the export writes it: never read by a spreadsheet as a formula."""
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def cell_value(cell: str) -> str:
+    """What `csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell, 1) else cell
 
 
 def _suppression(row: tuple) -> Suppression:

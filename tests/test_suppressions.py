@@ -435,3 +435,32 @@ def test_someone_who_unsubscribes_during_the_send_is_not_mailed(project, run, sm
     # The next run does not try her again either.
     again = run("send", ISSUE, "--to", listed, "--yes")
     assert "nothing to send" in again.output and "zoe" not in str(inbox.recipients())
+
+
+# Valid addresses (`=`, `|`, `'`, `/`, `!`, `+`, `-` are all allowed in a local part) that a spreadsheet would run.
+FORMULAS = ["=cmd|'/ccalc'!a0@example.org", "+1+1@example.org", "-2+3@example.org", "'=quoted@example.org"]
+
+
+def test_the_export_never_hands_a_spreadsheet_a_formula_and_a_send_elsewhere_reads_it_back(
+    project, run, smtp_server, inbox, source
+):
+    with SuppressionStore.open(project) as store:
+        for i, address in enumerate(FORMULAS):
+            store.add(address, Why.ONE_CLICK, issue="@SUM(A1)" if i == 0 else None, at=JAN_2020 + i)
+        out = io.StringIO()
+        store.export_csv(out)
+    exported = run("suppressions", "export").stdout
+    assert exported == out.getvalue()
+    cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")], cells
+    # Another machine's send reads it as `serve` exports it, and has each address back exactly as it was.
+    rows = suppression_source.parse_export("https://example.org/x.csv", exported.encode())
+    assert [(email, issue) for email, _, _, issue in rows] == [(FORMULAS[0], "@SUM(A1)")] + [
+        (address, None) for address in FORMULAS[1:]
+    ]
+    (project / "state" / "suppressions.sqlite3").unlink()  # the sending machine starts with none of them
+    source(lambda h: h._answer(200, exported.encode()))
+    listed = write_list(project, ["email", "ann@example.org", *(f'"{a}"' for a in FORMULAS)])
+    result = run("send", ISSUE, "--to", listed, "--yes")
+    assert result.exit_code == 0, result.output
+    assert inbox.recipients() == {"ann@example.org": 1}
