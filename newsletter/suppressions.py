@@ -188,6 +188,16 @@ class SuppressionStore:
             raise NewsletterError(Problem(self.path, f"cannot read the suppression store: {exc}")) from None
 
 
+def parse_when(text: str) -> float | None:
+    """`2026-01-01` (midnight) or an ISO 8601 date-time as epoch seconds, UTC unless it names its offset; None
+    if it is neither. The one reading of a time for `--since`, serve's `?since=` and the export's `when`."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
 # A spreadsheet runs a cell starting with one of these as a formula, and `=cmd|'/c calc'!a0@example.org` is a
 # valid address. OWASP's advice: a `'` before it, which spreadsheets show as text. A cell that already starts
 # with `'`s before one of them gets one more, so that `cell_value` always gives back exactly what was written.

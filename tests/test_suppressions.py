@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -464,3 +465,53 @@ def test_the_export_never_hands_a_spreadsheet_a_formula_and_a_send_elsewhere_rea
     result = run("send", ISSUE, "--to", listed, "--yes")
     assert result.exit_code == 0, result.output
     assert inbox.recipients() == {"ann@example.org": 1}
+
+
+def test_the_source_suppresses_an_address_written_with_a_display_name(project, run, smtp_server, inbox, source):
+    source(
+        lambda h: h._answer(200, b'email,when,why,issue\n"Ann Smith <Ann@example.org>",2026-02-03T04:05:06Z,page,\n')
+    )
+    result = run("send", ISSUE, "--to", _list(project), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "ann@example.org" not in inbox.recipients()
+    assert [r["email"] for r in _rows(run("suppressions", "export").stdout)] == ["Ann@example.org"]
+
+
+def _trickle_headers(handler: _Source) -> None:
+    # Each byte comes well within any per-read timeout; the headers never end until the test does.
+    handler.wfile.write(b"HTTP/1.0 200 OK\r\n")
+    handler.wfile.flush()
+    for _ in range(100):
+        if handler.server.release.wait(0.1):
+            return
+        handler.wfile.write(b"X")
+        handler.wfile.flush()
+
+
+def test_the_whole_fetch_is_bounded_however_slowly_the_source_answers(
+    project, run, smtp_server, inbox, source, monkeypatch
+):
+    monkeypatch.setattr(suppression_source, "TIMEOUT", 1.0)
+    server = source(_trickle_headers)
+    result = run("send", ISSUE, "--to", _list(project), "--yes")
+    assert result.exit_code == 1, result.output
+    assert f"error: suppressions_source {server.url}: no complete answer within 1 seconds" in result.stderr
+    assert inbox.recipients() == {}
+
+
+@pytest.fixture
+def toronto(monkeypatch):
+    """This process's local time is Toronto's (UTC-5 in February), not UTC."""
+    monkeypatch.setenv("TZ", "America/Toronto")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_time_without_an_offset_is_utc_everywhere(project, run, smtp_server, inbox, source, toronto):
+    source(lambda h: h._answer(200, b"email,when,why,issue\nbob@example.org,2026-02-04T00:00:00,page,\n"))
+    assert run("send", ISSUE, "--to", _list(project), "--yes").exit_code == 0
+    assert _rows(run("suppressions", "export").stdout)[0]["when"] == "2026-02-04T00:00:00Z"
+    for since, listed in (("2026-02-04T00:00:00", ["bob@example.org"]), ("2026-02-04T00:00:01", [])):
+        assert [r["email"] for r in _rows(run("suppressions", "export", "--since", since).stdout)] == listed

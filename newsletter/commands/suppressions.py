@@ -8,7 +8,6 @@ and the site's `suppressions_source`.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import TextIO
 
@@ -17,7 +16,7 @@ from ..errors import NewsletterError, Problem
 from ..project import open_project
 from ..send_plan import SUPPRESSION_FILE
 from ..subscribers import address_key, read_suppressions, suppression_address, suppression_address_problem
-from ..suppressions import SuppressionStore, Why
+from ..suppressions import SuppressionStore, Why, parse_when
 from ..text import printable
 
 
@@ -97,15 +96,12 @@ def export_command(out: TextIO, *, since: str | None = None, console: Console) -
 
 def parse_since(value: str) -> float:
     """`2026-01-01` (midnight UTC) or an ISO 8601 date-time (UTC unless it names its offset), as epoch seconds."""
-    try:
-        when = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
+    when = parse_when(value)
+    if when is None:
         raise NewsletterError(
             f"--since: '{printable(value)}' is not a date or a time; write 2026-01-01 or 2026-01-01T09:30:00+02:00"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+        )
+    return when
 
 
 def _store() -> SuppressionStore:
