@@ -21,7 +21,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import TextIO
 
 from .errors import NewsletterError, Problem
 from .state import STATE_DIR, make_state_folder
-from .subscribers import address_key, read_suppressions
+from .subscribers import address_key
 
 STORE_FILE = "suppressions.sqlite3"
 EXPORT_COLUMNS = ("email", "when", "why", "issue")
@@ -148,9 +148,9 @@ class SuppressionStore:
         )
         return (_suppression(row) for row in found)
 
-    def import_file(self, path: Path, why: Why = Why.IMPORT) -> int:
-        """Add every address of a suppression list (any shape `read_suppressions` reads); how many were new."""
-        addresses = read_suppressions(path)
+    def add_many(self, addresses: Iterable[str], why: Why = Why.IMPORT) -> int:
+        """Record every address (as `subscribers.read_suppression_addresses` gives a list's) at once, the first
+        record of each staying; how many were not suppressed yet."""
         now = time.time()
         try:
             with self._db:
@@ -159,7 +159,7 @@ class SuppressionStore:
                 self._db.executemany(
                     "INSERT INTO suppressions (address, email, at, why, issue) VALUES (?, ?, ?, ?, NULL) "
                     "ON CONFLICT (address) DO NOTHING",
-                    [(address, address, now, str(why)) for address in sorted(addresses)],
+                    [(address_key(address), address.strip(), now, str(why)) for address in addresses],
                 )
                 return self._db.total_changes - before
         except sqlite3.Error as exc:

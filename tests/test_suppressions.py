@@ -25,6 +25,7 @@ import pytest
 import trustme
 
 from newsletter import suppression_source
+from newsletter.subscribers import read_suppression_addresses
 from newsletter.suppressions import SuppressionStore, Why
 from newsletter.unsubscribe import export_key
 
@@ -72,8 +73,8 @@ def test_store_import_counts_new_ones_and_export_parses_back_to_the_same_rows(tm
     listed = write_list(tmp_path, ["Email Address;date", "a@example.org;2021", "B@example.org;2022", "c@example.org;x"])
     with SuppressionStore.open(tmp_path) as store:
         store.add("b@example.org", Why.PAGE, issue='spring, "quoted"', at=JAN_2020)
-        assert store.import_file(listed) == 2
-        assert store.import_file(listed) == 0
+        assert store.add_many(read_suppression_addresses(listed)) == 2
+        assert store.add_many(read_suppression_addresses(listed)) == 0
         out = io.StringIO()
         assert store.export_csv(out) == 3
         rows = list(store.rows())
@@ -87,6 +88,7 @@ def test_store_import_counts_new_ones_and_export_parses_back_to_the_same_rows(tm
 _ADD_500 = """
 import sys
 from pathlib import Path
+from newsletter.subscribers import read_suppression_addresses
 from newsletter.suppressions import SuppressionStore, Why
 with SuppressionStore.open(Path(sys.argv[1])) as store:
     for i in range(500):
@@ -515,3 +517,21 @@ def test_a_time_without_an_offset_is_utc_everywhere(project, run, smtp_server, i
     assert _rows(run("suppressions", "export").stdout)[0]["when"] == "2026-02-04T00:00:00Z"
     for since, listed in (("2026-02-04T00:00:00", ["bob@example.org"]), ("2026-02-04T00:00:01", [])):
         assert [r["email"] for r in _rows(run("suppressions", "export", "--since", since).stdout)] == listed
+
+
+def test_import_keeps_each_address_as_written(project, run):
+    # Stored as the comparison key (lower-cased, xn-- domain), the CRM would get back addresses nobody wrote.
+    crm = write_list(
+        project,
+        ["email", "Zoë@Bücher.example", '"Ann Smith <Ann@Example.org>"', "ann@example.org", "ZOË@bücher.example"],
+        "crm.csv",
+    )
+    result = run("suppressions", "import", crm)
+    assert result.exit_code == 0, result.output
+    assert "imported crm.csv: 2 new, 0 already suppressed (2 addresses)" in result.output
+    assert sorted(r["email"] for r in _rows(run("suppressions", "export").stdout)) == [
+        "Ann@Example.org",
+        "Zoë@Bücher.example",
+    ]
+    again = run("suppressions", "import", crm)
+    assert "imported crm.csv: 0 new, 2 already suppressed (2 addresses)" in again.output

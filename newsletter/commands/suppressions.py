@@ -15,7 +15,13 @@ from ..console import Console, shown_path
 from ..errors import NewsletterError, Problem
 from ..project import open_project
 from ..send_plan import SUPPRESSION_FILE
-from ..subscribers import address_key, read_suppressions, suppression_address, suppression_address_problem
+from ..subscribers import (
+    address_key,
+    read_suppression_addresses,
+    read_suppressions,
+    suppression_address,
+    suppression_address_problem,
+)
 from ..suppressions import SuppressionStore, Why, parse_when
 from ..text import printable
 
@@ -77,9 +83,11 @@ def import_command(path: Path, *, console: Console) -> int:
     """Add every address of a suppression list (CSV with an email column, or one address a line); how many were new."""
     if not path.exists():
         raise NewsletterError(Problem(path, "no such file"))
-    total = len(read_suppressions(path))  # every bad line, with its number, before anything is recorded
+    # Read once, every bad line refused with its number before anything is recorded; each address kept as written.
+    found = read_suppression_addresses(path)
+    total = len({address_key(address) for address in found})
     with _store() as store:
-        new = store.import_file(path)
+        new = store.add_many(found)
     addresses = f"{total} address{'es' if total != 1 else ''}"
     console.say(printable(f"imported {shown_path(path)}: {new} new, {total - new} already suppressed ({addresses})"))
     return new
