@@ -31,6 +31,7 @@ from .message import Composer
 from .personalise import Recipient
 from .send_plan import Plan
 from .smtp import ConnectFailed, Settings, close, connect, reply_text
+from .suppressions import SuppressionStore
 from .text import printable
 from .unsubscribe import secret_fingerprint
 
@@ -51,6 +52,7 @@ class Outcome:
     sent: int = 0
     failed: int = 0
     uncertain: int = 0  # sent, but the server's answer was lost
+    suppressed: int = 0  # left (unsubscribed, bounced) after the send was planned: not sent
     stopped: str | None = None  # why the send stopped early, if it did
     interrupted: bool = False
     elapsed: float = 0.0
@@ -105,10 +107,21 @@ def deliver(
     rows = ledger.pending(identity)
     if limit is not None:
         rows = islice(rows, limit)
-    pool = DeliveryPool(
-        composer, settings, ledger, key, options, on_progress, content=plan.admitted.content, clock=clock
-    )
-    outcome = pool.run(rows)
+    # The plan read who left when it was made; a send of 100,000 takes long enough for some to leave
+    # meanwhile, so the store is asked again before each message (a lookup costs microseconds).
+    with SuppressionStore.open(plan.checked.project.root) as store:
+        pool = DeliveryPool(
+            composer,
+            settings,
+            ledger,
+            key,
+            options,
+            on_progress,
+            content=plan.admitted.content,
+            clock=clock,
+            left=_asking(store),
+        )
+        outcome = pool.run(rows)
     if not ledger.intact():
         found = ledger.restore()
         aside = f"; the file found in its place was kept as {found.name}" if found else ""
@@ -121,6 +134,18 @@ def deliver(
             )
         )
     return outcome
+
+
+def _asking(store: SuppressionStore) -> Callable[[str], str | None]:
+    """`DeliveryPool`'s `left`: why an address is in `store` now, if it is; one connection shared by the workers."""
+    lock = threading.Lock()
+
+    def left(email: str) -> str | None:
+        with lock:
+            found = store.get(email)
+        return None if found is None else str(found.why)
+
+    return left
 
 
 class _Fatal(Exception):
@@ -224,8 +249,11 @@ class DeliveryPool:
         *,
         content: str | None = None,
         clock: Clock | None = None,
+        left: Callable[[str], str | None] | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
+        # Asked before each attempt: why the address left (unsubscribed, bounced) since the send was planned, if it did.
+        self.left = left or (lambda email: None)
         self.composer = composer
         self.content = content  # which version of the issue each recipient gets, for the ledger
         self.settings = settings
@@ -337,6 +365,13 @@ class DeliveryPool:
         delay = self.options.retry_delay
         for attempt in range(1, self.options.max_attempts + 1):
             self._wait_for_rate()
+            why = self.left(row.email)
+            if why is not None:
+                self.ledger.mark(row.id, DeliveryState.SUPPRESSED, f"left during the send ({why})")
+                with self._lock:
+                    self.outcome.suppressed += 1
+                    self.on_progress(1)
+                return smtp
             try:
                 if smtp is None:
                     smtp = self._connect()

@@ -116,6 +116,7 @@ class SendReport:
         return (
             f"sent {outcome.sent}, failed {outcome.failed}"
             + (f", uncertain {outcome.uncertain}" if outcome.uncertain else "")
+            + (f", {outcome.suppressed} left during the send" if outcome.suppressed else "")
             + f" in {outcome.elapsed:.1f} s; "
             f"in all: {counts[DeliveryState.SENT]} sent, {counts[DeliveryState.FAILED]} failed, "
             f"{counts[DeliveryState.PENDING]} still to send, {counts[DeliveryState.SENDING]} uncertain, "

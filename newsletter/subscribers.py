@@ -94,15 +94,21 @@ class _Row:
 
 
 def read_suppressions(path: Path | None) -> set[str]:
-    """Addresses that must not be mailed, lower-cased.
+    """Addresses that must not be mailed, as `address_key` writes them.
 
     Every address listed counts, whatever the other columns say. Raises
     NewsletterError for an unreadable file and for each line (the first
     few) that holds no address.
     """
+    return {address_key(address) for address in read_suppression_addresses(path)}
+
+
+def read_suppression_addresses(path: Path | None) -> list[str]:
+    """The addresses of a suppression list in file order, each as written (a display name dropped); as
+    `read_suppressions`, which compares them, reads and refuses them."""
     if path is None or not path.exists():
-        return set()
-    found: set[str] = set()
+        return []
+    found: list[str] = []
     problems: list[Problem] = []
     for row in _rows(path, io.StringIO(_read_bounded(path), newline=""), empty_ok=True):
         address = _split(row.address)[1]
@@ -111,7 +117,7 @@ def read_suppressions(path: Path | None) -> set[str]:
         elif problem := suppression_address_problem(row.address):
             pass
         else:
-            found.add(address_key(address))
+            found.append(address)
             continue
         problems.append(Problem(path, problem, row.line))
     if len(problems) > MAX_PROBLEMS:

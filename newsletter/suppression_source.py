@@ -15,11 +15,13 @@ in an error naming it, not in a hang.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import datetime as dt
 import http.client
 import io
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +30,10 @@ from urllib.parse import urlsplit
 
 from .errors import NewsletterError
 from .model import is_loopback
-from .subscribers import MAX_SUPPRESSION_BYTES, address_key, suppression_address_problem
-from .suppressions import EXPORT_COLUMNS, SuppressionStore, Why
+from .subscribers import MAX_SUPPRESSION_BYTES, address_key, suppression_address, suppression_address_problem
+from .suppressions import EXPORT_COLUMNS, SuppressionStore, Why, cell_value, parse_when
 from .text import printable
-from .unsubscribe import MAKE_SECRET, SECRET_ENV, export_key, secret_from_env, secret_problem
+from .unsubscribe import SECRET_ENV, export_key, require_secret
 
 TIMEOUT = 20.0  # seconds for the whole answer; a export of 100,000 rows is a few megabytes
 CHUNK = 64 * 1024
@@ -51,7 +53,7 @@ def fetch_into(store: SuppressionStore, url: str) -> Fetched:
     short of a complete, well-formed export: no key, no answer, a refusal, a
     redirect, a body that is too large or is not the export's CSV.
     """
-    rows = parse_export(url, download(url, bearer_key(url)))
+    rows = parse_export(url, download(url, bearer_key()))
     new = 0
     keys: set[str] = set()
     for email, at, why, issue in rows:
@@ -60,15 +62,9 @@ def fetch_into(store: SuppressionStore, url: str) -> Fetched:
     return Fetched(url, keys, new)
 
 
-def bearer_key(url: str) -> str:
+def bearer_key() -> str:
     """The export's key, from the real signing key: a preview or weak key cannot read who left."""
-    secret = secret_from_env()
-    if not secret:
-        raise _failed(url, f"set {SECRET_ENV}, the key the export is read with (the one `serve` uses: {MAKE_SECRET})")
-    problem = secret_problem(secret)
-    if problem:
-        raise NewsletterError(problem)
-    return export_key(secret)
+    return export_key(require_secret("reads the suppressions_source export (the one `serve` uses)"))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -78,43 +74,124 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def download(url: str, key: str) -> bytes:
-    """The body of a 200 answer to GET `url` with the bearer `key`, read within TIMEOUT and the size bound."""
+    """The body of a 200 answer to GET `url` with the bearer `key`, all of it within TIMEOUT and the size bound."""
     parts = urlsplit(url)
     if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
         raise _failed(url, "must be https (http only to this machine)")  # the model refuses it too
-    handlers: list[urllib.request.BaseHandler] = [_NoRedirect(), urllib.request.HTTPSHandler(context=_tls())]
-    if is_loopback(parts.hostname or ""):
-        handlers.append(urllib.request.ProxyHandler({}))  # this machine is never reached through a proxy
-    opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {key}", "Accept": "text/csv", "User-Agent": "newsletter send"}
-    )
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        with opener.open(request, timeout=TIMEOUT) as answer:
-            body = bytearray()
-            # A server trickling a byte at a time keeps every single read under the timeout: the deadline ends it.
-            while chunk := answer.read1(CHUNK):
-                body += chunk
-                if len(body) > MAX_SUPPRESSION_BYTES:
-                    raise _failed(url, f"the answer is larger than {MAX_SUPPRESSION_BYTES:,} bytes")
-                if time.monotonic() > deadline:
+    with _Deadline(TIMEOUT) as deadline:
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect(), _HTTP(deadline), _HTTPS(deadline)]
+        if is_loopback(parts.hostname or ""):
+            handlers.append(urllib.request.ProxyHandler({}))  # this machine is never reached through a proxy
+        opener = urllib.request.build_opener(*handlers)
+        request = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {key}", "Accept": "text/csv", "User-Agent": "newsletter send"}
+        )
+        try:
+            with opener.open(request, timeout=deadline.left()) as answer:
+                body = bytearray()
+                while chunk := answer.read1(CHUNK):
+                    body += chunk
+                    if len(body) > MAX_SUPPRESSION_BYTES:
+                        raise _failed(url, f"the answer is larger than {MAX_SUPPRESSION_BYTES:,} bytes")
+                if deadline.expired:  # the end of the body, or the deadline shutting the socket?
                     raise TimeoutError
-            if answer.length:  # what Content-Length promised and never came: http.client reads it as the end
-                raise _failed(url, f"the answer broke off {answer.length:,} bytes short of its Content-Length")
-            return bytes(body)
-    except urllib.error.HTTPError as exc:
+                if answer.length:  # what Content-Length promised and never came: http.client reads it as the end
+                    raise _failed(url, f"the answer broke off {answer.length:,} bytes short of its Content-Length")
+                return bytes(body)
+        except NewsletterError:
+            raise
+        except Exception as exc:
+            if deadline.expired:  # whatever a shut socket looked like to the layer that was reading it
+                raise _failed(url, f"no complete answer within {TIMEOUT:g} seconds") from None
+            raise _explained(url, exc) from None
+
+
+def _explained(url: str, exc: Exception) -> NewsletterError:
+    """What went wrong with the request, in a line for the person sending."""
+    if isinstance(exc, urllib.error.HTTPError):
         hint = f" (is {SECRET_ENV} the key `serve` uses?)" if exc.code in (401, 403) else ""
-        raise _failed(url, f"answered {exc.code} {exc.reason}{hint}") from None
-    except urllib.error.URLError as exc:
+        return _failed(url, f"answered {exc.code} {exc.reason}{hint}")
+    if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise _failed(url, f"its certificate is not trusted: {reason.verify_message}") from None
-        raise _failed(url, f"cannot connect: {reason}") from None
-    except TimeoutError:
-        raise _failed(url, f"no complete answer within {TIMEOUT:g} seconds") from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # dropped half-way, a malformed status line
-        raise _failed(url, f"the answer broke off: {exc or type(exc).__name__}") from None
+            return _failed(url, f"its certificate is not trusted: {reason.verify_message}")
+        if isinstance(reason, TimeoutError):
+            return _failed(url, f"no complete answer within {TIMEOUT:g} seconds")
+        return _failed(url, f"cannot connect: {reason}")
+    if isinstance(exc, TimeoutError):
+        return _failed(url, f"no complete answer within {TIMEOUT:g} seconds")
+    if isinstance(exc, OSError | ValueError | http.client.HTTPException):  # dropped half-way, a bad status line
+        return _failed(url, f"the answer broke off: {exc or type(exc).__name__}")
+    raise exc
+
+
+class _Deadline:
+    """The time limit of the whole fetch, however the server spreads its bytes: each connection gets the time
+    left as its timeout, and when none is left every socket is shut, ending the read that waits on it (a
+    server trickling a byte a second keeps every single read under any per-read timeout)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def left(self) -> float:
+        return max(0.001, self.end - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _bounded(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type[http.client.HTTPConnection]:
+    class Connection(base):  # type: ignore[valid-type, misc]
+        def connect(self) -> None:
+            self.timeout = deadline.left()  # connecting (and a TLS handshake) within the time left
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Connection
+
+
+class _HTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_bounded(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__(context=_tls())
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_bounded(http.client.HTTPSConnection, self.deadline), req, context=self._context)
 
 
 def parse_export(url: str, body: bytes) -> list[tuple[str, float, Why, str | None]]:
@@ -140,19 +217,20 @@ def parse_export(url: str, body: bytes) -> list[tuple[str, float, Why, str | Non
             line = reader.line_num
             if len(cells) != len(EXPORT_COLUMNS):
                 raise _failed(url, f"line {line}: {len(cells)} fields where {len(EXPORT_COLUMNS)} are expected")
-            email, when, why, issue = cells
+            # The export writes a `'` before what a spreadsheet would run as a formula (`suppressions.csv_cell`).
+            email, when, why, issue = (cell_value(cell) for cell in cells)
             problem = suppression_address_problem(email)
             if problem:
                 raise _failed(url, f"line {line}: {problem}")
-            try:
-                at = dt.datetime.fromisoformat(when).timestamp()
-            except ValueError:
-                raise _failed(url, f"line {line}: '{when[:40]}' is not a time") from None
+            at = parse_when(when)
+            if at is None:
+                raise _failed(url, f"line {line}: '{when[:40]}' is not a time")
             try:
                 reason = Why(why)
             except ValueError:
                 reason = Why.IMPORT  # a reason a newer `serve` knows: the address still counts
-            rows.append((email, at, reason, issue or None))
+            # `Ann <ann@example.org>` is ann@example.org: keyed whole, it would never match her.
+            rows.append((suppression_address(email), at, reason, issue or None))
     except csv.Error as exc:
         raise _failed(url, f"not a readable CSV file: {exc}") from None
     return rows

@@ -18,9 +18,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TextIO
 
 from .errors import NewsletterError, Problem
 from .state import STATE_DIR, make_state_folder
-from .subscribers import address_key, read_suppressions
+from .subscribers import address_key
 
 STORE_FILE = "suppressions.sqlite3"
 EXPORT_COLUMNS = ("email", "when", "why", "issue")
@@ -147,9 +148,9 @@ class SuppressionStore:
         )
         return (_suppression(row) for row in found)
 
-    def import_file(self, path: Path, why: Why = Why.IMPORT) -> int:
-        """Add every address of a suppression list (any shape `read_suppressions` reads); how many were new."""
-        addresses = read_suppressions(path)
+    def add_many(self, addresses: Iterable[str], why: Why = Why.IMPORT) -> int:
+        """Record every address (as `subscribers.read_suppression_addresses` gives a list's) at once, the first
+        record of each staying; how many were not suppressed yet."""
         now = time.time()
         try:
             with self._db:
@@ -158,7 +159,7 @@ class SuppressionStore:
                 self._db.executemany(
                     "INSERT INTO suppressions (address, email, at, why, issue) VALUES (?, ?, ?, ?, NULL) "
                     "ON CONFLICT (address) DO NOTHING",
-                    [(address, address, now, str(why)) for address in sorted(addresses)],
+                    [(address_key(address), address.strip(), now, str(why)) for address in addresses],
                 )
                 return self._db.total_changes - before
         except sqlite3.Error as exc:
@@ -170,7 +171,7 @@ class SuppressionStore:
         writer.writerow(EXPORT_COLUMNS)
         n = 0
         for row in self.rows(since):
-            writer.writerow((row.email, row.when, str(row.why), row.issue or ""))
+            writer.writerow((csv_cell(row.email), row.when, str(row.why), csv_cell(row.issue or "")))
             n += 1
         return n
 
@@ -185,6 +186,32 @@ class SuppressionStore:
             return self._db.execute(sql, values).fetchall()
         except sqlite3.Error as exc:
             raise NewsletterError(Problem(self.path, f"cannot read the suppression store: {exc}")) from None
+
+
+def parse_when(text: str) -> float | None:
+    """`2026-01-01` (midnight) or an ISO 8601 date-time as epoch seconds, UTC unless it names its offset; None
+    if it is neither. The one reading of a time for `--since`, serve's `?since=` and the export's `when`."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+# A spreadsheet runs a cell starting with one of these as a formula, and `=cmd|'/c calc'!a0@example.org` is a
+# valid address. OWASP's advice: a `'` before it, which spreadsheets show as text. A cell that already starts
+# with `'`s before one of them gets one more, so that `cell_value` always gives back exactly what was written.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_cell(value: str) -> str:
+    """`value` as the export writes it: never read by a spreadsheet as a formula."""
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def cell_value(cell: str) -> str:
+    """What `csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell, 1) else cell
 
 
 def _suppression(row: tuple) -> Suppression:

@@ -17,7 +17,7 @@ import string
 import zlib
 from itertools import pairwise
 
-from .errors import Problem
+from .errors import NewsletterError, Problem
 
 SECRET_ENV = "NEWSLETTER_SECRET"
 # Builds and dry runs are never delivered; they may sign with a known key.
@@ -195,3 +195,20 @@ def export_key(secret: str) -> str:
     """The bearer key for `serve`'s suppression export: derived from the signing key, so a `send` on
     another machine that holds that key can read the list of who left, and nobody else can."""
     return hmac.new(secret.encode(), b"newsletter: suppression export", hashlib.sha256).hexdigest()
+
+
+def require_secret(
+    needed_for: str = "signs each subscriber's unsubscribe link; keep it the same for every issue",
+) -> str:
+    """NEWSLETTER_SECRET, for what cannot go without a strong one: a real send, `serve`, reading a
+    `suppressions_source`. `needed_for` says what the key does here, in the message when it is missing.
+
+    Raises NewsletterError when it is unset, or too weak to keep links from being forged (see `secret_bits`).
+    """
+    secret = secret_from_env()
+    if not secret:
+        raise NewsletterError(f"set {SECRET_ENV}: the key that {needed_for} (to make one: {MAKE_SECRET})")
+    problem = secret_problem(secret)
+    if problem:
+        raise NewsletterError(problem)
+    return secret

@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 import trustme
 
 from newsletter import suppression_source
+from newsletter.subscribers import read_suppression_addresses
 from newsletter.suppressions import SuppressionStore, Why
 from newsletter.unsubscribe import export_key
 
@@ -71,8 +73,8 @@ def test_store_import_counts_new_ones_and_export_parses_back_to_the_same_rows(tm
     listed = write_list(tmp_path, ["Email Address;date", "a@example.org;2021", "B@example.org;2022", "c@example.org;x"])
     with SuppressionStore.open(tmp_path) as store:
         store.add("b@example.org", Why.PAGE, issue='spring, "quoted"', at=JAN_2020)
-        assert store.import_file(listed) == 2
-        assert store.import_file(listed) == 0
+        assert store.add_many(read_suppression_addresses(listed)) == 2
+        assert store.add_many(read_suppression_addresses(listed)) == 0
         out = io.StringIO()
         assert store.export_csv(out) == 3
         rows = list(store.rows())
@@ -86,6 +88,7 @@ def test_store_import_counts_new_ones_and_export_parses_back_to_the_same_rows(tm
 _ADD_500 = """
 import sys
 from pathlib import Path
+from newsletter.subscribers import read_suppression_addresses
 from newsletter.suppressions import SuppressionStore, Why
 with SuppressionStore.open(Path(sys.argv[1])) as store:
     for i in range(500):
@@ -361,7 +364,7 @@ def test_the_source_needs_the_real_key(project, run, smtp_server, inbox, source,
     monkeypatch.delenv("NEWSLETTER_SECRET")
     result = run("send", ISSUE, "--to", _list(project), "--dry-run")
     assert result.exit_code == 1
-    assert "set NEWSLETTER_SECRET, the key the export is read with" in result.stderr
+    assert "set NEWSLETTER_SECRET: the key that reads the suppressions_source export" in result.stderr
     monkeypatch.setenv("NEWSLETTER_SECRET", "short")
     assert "NEWSLETTER_SECRET is too weak" in run("send", ISSUE, "--to", _list(project), "--yes").stderr
     assert inbox.recipients() == {}
@@ -390,3 +393,145 @@ def test_the_source_certificate_is_verified(project, run, smtp_server, inbox, so
     result = run("send", ISSUE, "--to", _list(project), "--yes")
     assert result.exit_code == 0, result.output
     assert inbox.recipients() == {"ann@example.org": 1, "cat@example.org": 1}
+
+
+def test_send_serve_and_the_source_ask_for_the_key_in_the_same_words(project, run, smtp_server, source, monkeypatch):
+    # One rule for the key, wherever it is needed: unset, each says what it is for and how to make one;
+    # too weak, each refuses it with the very same line.
+    source(lambda h: h._answer(200, EXPORT.encode()))
+    commands = {
+        "send": ("send", ISSUE, "--to", _list(project), "--yes"),
+        "dry run with a source": ("send", ISSUE, "--to", _list(project), "--dry-run"),
+        "serve": ("serve", "--port", "1"),
+    }
+    monkeypatch.delenv("NEWSLETTER_SECRET")
+    for name, command in commands.items():
+        said = run(*command).stderr.strip()
+        assert re.fullmatch(r"error: set NEWSLETTER_SECRET: the key that [^\n]+ \(to make one: python -c .*\)", said), (
+            name,
+            said,
+        )
+    monkeypatch.setenv("NEWSLETTER_SECRET", "password1")
+    refusals = {name: run(*command).stderr.strip().splitlines()[-1] for name, command in commands.items()}
+    assert len(set(refusals.values())) == 1, refusals
+    assert refusals["serve"].startswith("error: NEWSLETTER_SECRET is too weak to sign unsubscribe links")
+
+
+def test_someone_who_unsubscribes_during_the_send_is_not_mailed(project, run, smtp_server, inbox):
+    # While the first message goes out, the last person on the list clicks "unsubscribe" (serve records it):
+    # the send planned before that must not mail her.
+    listed = write_list(project, ["email", *(f"early{i}@example.org" for i in range(6)), "Zoe@Example.org"])
+
+    def unsubscribe_zoe(rcpt: str) -> None:
+        if rcpt == "early0@example.org":
+            with SuppressionStore.open(project) as store:
+                store.add("zoe@example.org", Why.ONE_CLICK, issue=SEED)
+
+    smtp_server.on_rcpt = unsubscribe_zoe
+    result = run("send", ISSUE, "--to", listed, "--yes", "--connections", "1")
+    assert result.exit_code == 0, result.output
+    assert "zoe@example.org" not in inbox.recipients()
+    assert sum(inbox.recipients().values()) == 6
+    assert "sent 6, failed 0, 1 left during the send" in result.output
+    status = run("status", ISSUE).output
+    assert re.search(r"suppressed\s+1\b", status), status
+    # The next run does not try her again either.
+    again = run("send", ISSUE, "--to", listed, "--yes")
+    assert "nothing to send" in again.output and "zoe" not in str(inbox.recipients())
+
+
+# Valid addresses (`=`, `|`, `'`, `/`, `!`, `+`, `-` are all allowed in a local part) that a spreadsheet would run.
+FORMULAS = ["=cmd|'/ccalc'!a0@example.org", "+1+1@example.org", "-2+3@example.org", "'=quoted@example.org"]
+
+
+def test_the_export_never_hands_a_spreadsheet_a_formula_and_a_send_elsewhere_reads_it_back(
+    project, run, smtp_server, inbox, source
+):
+    with SuppressionStore.open(project) as store:
+        for i, address in enumerate(FORMULAS):
+            store.add(address, Why.ONE_CLICK, issue="@SUM(A1)" if i == 0 else None, at=JAN_2020 + i)
+        out = io.StringIO()
+        store.export_csv(out)
+    exported = run("suppressions", "export").stdout
+    assert exported == out.getvalue()
+    cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")], cells
+    # Another machine's send reads it as `serve` exports it, and has each address back exactly as it was.
+    rows = suppression_source.parse_export("https://example.org/x.csv", exported.encode())
+    assert [(email, issue) for email, _, _, issue in rows] == [(FORMULAS[0], "@SUM(A1)")] + [
+        (address, None) for address in FORMULAS[1:]
+    ]
+    (project / "state" / "suppressions.sqlite3").unlink()  # the sending machine starts with none of them
+    source(lambda h: h._answer(200, exported.encode()))
+    listed = write_list(project, ["email", "ann@example.org", *(f'"{a}"' for a in FORMULAS)])
+    result = run("send", ISSUE, "--to", listed, "--yes")
+    assert result.exit_code == 0, result.output
+    assert inbox.recipients() == {"ann@example.org": 1}
+
+
+def test_the_source_suppresses_an_address_written_with_a_display_name(project, run, smtp_server, inbox, source):
+    source(
+        lambda h: h._answer(200, b'email,when,why,issue\n"Ann Smith <Ann@example.org>",2026-02-03T04:05:06Z,page,\n')
+    )
+    result = run("send", ISSUE, "--to", _list(project), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "ann@example.org" not in inbox.recipients()
+    assert [r["email"] for r in _rows(run("suppressions", "export").stdout)] == ["Ann@example.org"]
+
+
+def _trickle_headers(handler: _Source) -> None:
+    # Each byte comes well within any per-read timeout; the headers never end until the test does.
+    handler.wfile.write(b"HTTP/1.0 200 OK\r\n")
+    handler.wfile.flush()
+    for _ in range(100):
+        if handler.server.release.wait(0.1):
+            return
+        handler.wfile.write(b"X")
+        handler.wfile.flush()
+
+
+def test_the_whole_fetch_is_bounded_however_slowly_the_source_answers(
+    project, run, smtp_server, inbox, source, monkeypatch
+):
+    monkeypatch.setattr(suppression_source, "TIMEOUT", 1.0)
+    server = source(_trickle_headers)
+    result = run("send", ISSUE, "--to", _list(project), "--yes")
+    assert result.exit_code == 1, result.output
+    assert f"error: suppressions_source {server.url}: no complete answer within 1 seconds" in result.stderr
+    assert inbox.recipients() == {}
+
+
+@pytest.fixture
+def toronto(monkeypatch):
+    """This process's local time is Toronto's (UTC-5 in February), not UTC."""
+    monkeypatch.setenv("TZ", "America/Toronto")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_time_without_an_offset_is_utc_everywhere(project, run, smtp_server, inbox, source, toronto):
+    source(lambda h: h._answer(200, b"email,when,why,issue\nbob@example.org,2026-02-04T00:00:00,page,\n"))
+    assert run("send", ISSUE, "--to", _list(project), "--yes").exit_code == 0
+    assert _rows(run("suppressions", "export").stdout)[0]["when"] == "2026-02-04T00:00:00Z"
+    for since, listed in (("2026-02-04T00:00:00", ["bob@example.org"]), ("2026-02-04T00:00:01", [])):
+        assert [r["email"] for r in _rows(run("suppressions", "export", "--since", since).stdout)] == listed
+
+
+def test_import_keeps_each_address_as_written(project, run):
+    # Stored as the comparison key (lower-cased, xn-- domain), the CRM would get back addresses nobody wrote.
+    crm = write_list(
+        project,
+        ["email", "Zoë@Bücher.example", '"Ann Smith <Ann@Example.org>"', "ann@example.org", "ZOË@bücher.example"],
+        "crm.csv",
+    )
+    result = run("suppressions", "import", crm)
+    assert result.exit_code == 0, result.output
+    assert "imported crm.csv: 2 new, 0 already suppressed (2 addresses)" in result.output
+    assert sorted(r["email"] for r in _rows(run("suppressions", "export").stdout)) == [
+        "Ann@Example.org",
+        "Zoë@Bücher.example",
+    ]
+    again = run("suppressions", "import", crm)
+    assert "imported crm.csv: 0 new, 2 already suppressed (2 addresses)" in again.output

@@ -26,7 +26,7 @@ from ..report import SendReport, resume_command
 from ..send_plan import plan_send, who_left
 from ..smtp import Settings, settings_from, with_password
 from ..subscribers import read_subscribers
-from ..unsubscribe import MAKE_SECRET, SECRET_ENV, secret_from_env, secret_problem, secret_warnings, signing_key
+from ..unsubscribe import MAKE_SECRET, SECRET_ENV, require_secret, secret_from_env, secret_warnings, signing_key
 from .build import write_atomically
 
 TEST_PREFIX = "[TEST] "
@@ -217,24 +217,6 @@ def _with_password(settings: Settings, console: Console) -> Settings:
             )
         settings = with_password(settings, password)
     return settings
-
-
-def require_secret() -> str:
-    """The key that signs unsubscribe links; a real send cannot go without a strong one.
-
-    Raises NewsletterError when NEWSLETTER_SECRET is unset, or too weak to keep
-    links from being forged (see `unsubscribe.secret_bits`).
-    """
-    secret = secret_from_env()
-    if not secret:
-        raise NewsletterError(
-            f"set {SECRET_ENV}: the key that signs each subscriber's unsubscribe link "
-            f"(keep it the same for every issue; to make one: {MAKE_SECRET})"
-        )
-    problem = secret_problem(secret)
-    if problem:
-        raise NewsletterError(problem)
-    return secret
 
 
 def _safe(address: str) -> str:

@@ -6,7 +6,7 @@ import copy
 
 from ..console import Console
 from ..project import open_project
-from .send import require_secret
+from ..unsubscribe import require_secret
 
 
 def serve_command(*, host: str, port: int, console: Console) -> None:

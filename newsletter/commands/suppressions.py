@@ -8,7 +8,6 @@ and the site's `suppressions_source`.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import TextIO
 
@@ -16,8 +15,14 @@ from ..console import Console, shown_path
 from ..errors import NewsletterError, Problem
 from ..project import open_project
 from ..send_plan import SUPPRESSION_FILE
-from ..subscribers import address_key, read_suppressions, suppression_address, suppression_address_problem
-from ..suppressions import SuppressionStore, Why
+from ..subscribers import (
+    address_key,
+    read_suppression_addresses,
+    read_suppressions,
+    suppression_address,
+    suppression_address_problem,
+)
+from ..suppressions import SuppressionStore, Why, parse_when
 from ..text import printable
 
 
@@ -78,9 +83,11 @@ def import_command(path: Path, *, console: Console) -> int:
     """Add every address of a suppression list (CSV with an email column, or one address a line); how many were new."""
     if not path.exists():
         raise NewsletterError(Problem(path, "no such file"))
-    total = len(read_suppressions(path))  # every bad line, with its number, before anything is recorded
+    # Read once, every bad line refused with its number before anything is recorded; each address kept as written.
+    found = read_suppression_addresses(path)
+    total = len({address_key(address) for address in found})
     with _store() as store:
-        new = store.import_file(path)
+        new = store.add_many(found)
     addresses = f"{total} address{'es' if total != 1 else ''}"
     console.say(printable(f"imported {shown_path(path)}: {new} new, {total - new} already suppressed ({addresses})"))
     return new
@@ -97,15 +104,12 @@ def export_command(out: TextIO, *, since: str | None = None, console: Console) -
 
 def parse_since(value: str) -> float:
     """`2026-01-01` (midnight UTC) or an ISO 8601 date-time (UTC unless it names its offset), as epoch seconds."""
-    try:
-        when = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
+    when = parse_when(value)
+    if when is None:
         raise NewsletterError(
             f"--since: '{printable(value)}' is not a date or a time; write 2026-01-01 or 2026-01-01T09:30:00+02:00"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+        )
+    return when
 
 
 def _store() -> SuppressionStore:
