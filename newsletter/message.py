@@ -83,7 +83,8 @@ class Composer:
 
         The one way every command (build, preview, dry run, test, send) makes one subscriber's copy.
         """
-        return Personalised(self, recipient, slot_values(self.rendered.site, recipient, key))
+        rendered = self.rendered
+        return Personalised(self, recipient, slot_values(rendered.site, recipient, key, rendered.identity))
 
     def _compose(self, recipient: Recipient, values: Mapping[str, str], *, date: str | None = None) -> bytes:
         """The whole message for `recipient` as CRLF bytes, ready for SMTP or an .eml file."""

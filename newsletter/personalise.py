@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup
 
-from .model import Site
+from .model import HEADER_LINE_MAX, Site
 from .unsubscribe import unsubscribe_url
 
 
@@ -29,14 +29,25 @@ class Recipient:
     fields: Mapping[str, str] | None = None  # every column of the subscriber list
 
 
-def slot_values(site: Site, recipient: Recipient, key: str) -> dict[str, str]:
-    """What fills the slots for `recipient`: their fields, name, address and unsubscribe link signed with `key`."""
+def slot_values(site: Site, recipient: Recipient, key: str, issue: str | None = None) -> dict[str, str]:
+    """What fills the slots for `recipient`: their fields, name, address and unsubscribe link signed with `key`,
+    which names `issue` (its identity) so that the suppression can say which issue they left from."""
     return {
         **(recipient.fields or {}),
         "email": recipient.email,
         "name": recipient.name,
-        "unsubscribe_url": unsubscribe_url(site.unsubscribe_url, key, site.list_identifier, recipient.email),
+        "unsubscribe_url": _unsubscribe_link(site, key, recipient.email, issue),
     }
+
+
+def _unsubscribe_link(site: Site, key: str, email: str, issue: str | None) -> str:
+    url = unsubscribe_url(site.unsubscribe_url, key, site.list_identifier, email, issue)
+    # newsletter.yaml's check (model._unsubscribe_pattern) makes room in the List-Unsubscribe line for the longest
+    # address, not for an issue id too: a link that would not fit does without the issue, which serve then
+    # records as unknown, rather than making a message no server takes.
+    if issue is not None and len("List-Unsubscribe: <>,") + len(url) > HEADER_LINE_MAX:
+        url = unsubscribe_url(site.unsubscribe_url, key, site.list_identifier, email)
+    return url
 
 
 @dataclass(frozen=True)

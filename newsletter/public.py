@@ -16,6 +16,7 @@ Referrer-Policy no-referrer and Cache-Control no-store.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -46,7 +47,7 @@ from .errors import NewsletterError, Problem
 from .project import Project
 from .suppressions import SuppressionStore, Why
 from .text import printable
-from .unsubscribe import export_key, read_token
+from .unsubscribe import export_key, read_signed
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXPORT_FILE = "suppressions.csv"
@@ -61,6 +62,7 @@ ACCESS_LOG = "newsletter.access"
 # What a token looks like (unsubscribe.make_token), wherever it turns up in a logged line.
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{24}")
 _UNDO = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?)\.([A-Za-z0-9_-]{24})")
+_SPACE = " \t\r\n"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 log = logging.getLogger(ACCESS_LOG)
@@ -238,6 +240,8 @@ class Public:
         self.archive_place = ArchivePlace.parse(site.archive_url) if site.archive_url else None
         self.archive = Archive(project) if site.archive_url else None
         self._archive_checked = -ARCHIVE_REFRESH
+        self._archive_refresh: asyncio.Future | None = None  # the one look at the files under way, if any
+        self._archive_built = False
         self.export_key = export_key(secret).encode()
         self.pages = Pages(project)
 
@@ -249,6 +253,17 @@ class Public:
             return
         except _Refused as refused:
             response = self.page(refused.status, "other", refused.title, message=refused.message)
+        except NewsletterError as exc:
+            # The project's own files failed it (a damaged store, a full disk): the problem in one line, which
+            # names the file, and a page that says nothing was done, so that a mail client may try again.
+            log.error("error: %s", printable(str(exc)))
+            response = self.page(
+                500,
+                "other",
+                "Something went wrong",
+                message=f"Nothing was changed; please try again later, or write to {self.pages.contact}.",
+                token_page=True,
+            )
         await response(scope, receive, send)
 
     async def answer(self, request: Request) -> Response:
@@ -280,21 +295,22 @@ class Public:
         method = request.method
         if method not in ("GET", "HEAD", "POST"):
             raise _Refused(405, "Not allowed", "This address takes GET and POST only.")
-        address = read_token(self.secret, self.list_id, token)
-        if address is None:
+        signed = read_signed(self.secret, self.list_id, token)
+        if signed is None:
             if method == "POST":
                 await _read_body(request)  # said too large when it is, before saying invalid
             return self.page(400, "invalid", "This link is not valid", token_page=True)
+        address, issue = signed.address, signed.issue
         if method != "POST":
             return self.page(200, "confirm", "Unsubscribe", address=address, token_page=True)
         form = await _read_form(request)
         if form.get("List-Unsubscribe") == "One-Click":
-            await run_in_threadpool(self._suppress, address, Why.ONE_CLICK, time.time())
+            await run_in_threadpool(self._suppress, address, Why.ONE_CLICK, time.time(), issue)
             return self.page(200, "done", "You are unsubscribed", address=address, token_page=True)
         action = form.get("action")
         if action == "unsubscribe":
             at = time.time()
-            new = await run_in_threadpool(self._suppress, address, Why.PAGE, at)
+            new = await run_in_threadpool(self._suppress, address, Why.PAGE, at, issue)
             undo = make_undo(self.secret, self.list_id, address, at) if new else ""
             until = dt.datetime.fromtimestamp(at + UNDO_DAYS * 86400, dt.UTC).strftime("%-d %B %Y")
             return self.page(
@@ -314,18 +330,16 @@ class Public:
             return self.page(200, "undone", "You are subscribed again", address=address, token_page=True)
         raise _Refused(400, "Unknown request", "The request did not say what to do; nothing was changed.")
 
-    def _suppress(self, address: str, why: Why, at: float) -> bool:
+    def _suppress(self, address: str, why: Why, at: float, issue: str | None) -> bool:
         # One store per request: SQLite's WAL and busy timeout let workers and processes write at once.
         with SuppressionStore.open(self.project.root) as store:
-            return store.add(address, why, at=at)
+            return store.add(address, why, at=at, issue=issue)
 
     def _undo(self, address: str, at: float) -> bool:
         with SuppressionStore.open(self.project.root) as store:
-            found = store.get(address)
-            # Only the suppression this page recorded: not a one-click or a bounce that came before or after.
-            if found is None or found.why != Why.PAGE or found.at != at:
-                return False
-            return store.remove(address)
+            # Only the suppression this page recorded, in one statement: a bounce or a manual record that
+            # came before or after (and replaced it, SuppressionStore.add) stays.
+            return store.remove_if(address, Why.PAGE, at)
 
     # -- export ---------------------------------------------------------------------
 
@@ -370,12 +384,7 @@ class Public:
         ):
             raise _Refused(404, "Page not found", "There is no page at this address.")
         assert self.archive is not None
-        now = time.monotonic()
-        if now - self._archive_checked >= ARCHIVE_REFRESH:
-            # Looking at the files (and rendering what changed) is done off the event loop, at most this
-            # often; between times the pages already built answer at once, which keeps the p99 low.
-            await run_in_threadpool(self.archive.pages)
-            self._archive_checked = now
+        await self._refresh_archive()
         found = self.archive.page(relative, refresh=False)
         if found is None:
             raise _Refused(404, "Page not found", "There is no page at this address.")
@@ -389,6 +398,29 @@ class Public:
             },
         )
 
+    async def _refresh_archive(self) -> None:
+        """Look at the files (and render what changed) off the event loop, at most once per ARCHIVE_REFRESH and one
+        look at a time: the request that starts a look waits for it; the others, meanwhile and between times, answer
+        at once from the pages already built, which keeps the p99 low (but for the first look, before which
+        nothing is built)."""
+        assert self.archive is not None
+        looking = self._archive_refresh
+        if looking is None and time.monotonic() - self._archive_checked >= ARCHIVE_REFRESH:
+            self._archive_checked = time.monotonic()  # before the await: no request meanwhile starts another
+            looking = self._archive_refresh = asyncio.ensure_future(run_in_threadpool(self.archive.pages))
+            looking.add_done_callback(self._archive_looked)
+        elif looking is None or self._archive_built:
+            return
+        # Shielded: a client that leaves does not stop the look the others wait for.
+        await asyncio.shield(looking)
+
+    def _archive_looked(self, looking: asyncio.Future) -> None:
+        self._archive_refresh = None
+        # A failed look was answered to whoever waited for it (a 500); retrieving it here keeps asyncio quiet
+        # when nobody did, and the next request looks again.
+        if not looking.cancelled() and looking.exception() is None:
+            self._archive_built = True
+
     def page(self, status: int, kind: str, title: str, *, token_page: bool = False, **values: object) -> Response:
         body = self.pages.render(kind, title, **values)
         response = Response(body, status_code=status, media_type="text/html; charset=utf-8")
@@ -398,19 +430,38 @@ class Public:
 
 async def _read_body(request: Request) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+    if length is not None and not (length.isascii() and length.isdigit()):
+        raise _Refused(400, "Bad request", "The request's Content-Length is not a number; nothing was changed.")
+    if length is not None and int(length) > MAX_BODY:
         raise _Refused(413, "Too large", "This request is larger than any this address takes.")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             raise _Refused(413, "Too large", "This request is larger than any this address takes.")
-    request._body = bytes(body)  # what request.form() reads back
     return bytes(body)
 
 
+def _replay(body: bytes) -> Receive:
+    """An ASGI receive that gives `body` again, for a parser that reads the request itself."""
+    given = False
+
+    async def receive() -> Message:
+        nonlocal given
+        if given:
+            return {"type": "http.disconnect"}
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
 async def _read_form(request: Request) -> dict[str, str]:
-    """The POSTed form's text fields (the last of each name), after the size check; {} for anything else."""
+    """The POSTed form's text fields (the last of each name), after the size check; {} for anything else.
+
+    Names and values lose the spaces and line breaks around them: mail clients' one-click POSTs vary
+    (`List-Unsubscribe=One-Click` with a CRLF after it, say), and none of our fields means anything with them.
+    """
     body = await _read_body(request)
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type not in _FORM_TYPES:
@@ -420,9 +471,10 @@ async def _read_form(request: Request) -> dict[str, str]:
     try:
         if media_type == _FORM_TYPES[0]:
             pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
-            return dict(pairs)
-        async with request.form(max_files=0, max_fields=MAX_FIELDS) as form:
-            return {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        else:
+            async with Request(request.scope, _replay(body)).form(max_files=0, max_fields=MAX_FIELDS) as form:
+                pairs = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
+        return {name.strip(_SPACE): value.strip(_SPACE) for name, value in pairs}
     except (ValueError, HTTPException):
         raise _Refused(400, "Bad form", "The form could not be read; nothing was changed.") from None
 

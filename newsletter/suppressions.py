@@ -10,7 +10,11 @@ it before every send. WAL and a busy timeout let several processes (two
 Addresses are compared as `subscribers.address_key` compares them (letter
 case, invisible characters and the domain's script aside). Recording an
 address twice is harmless: the first reason and time stay, so a link
-scanner's repeat cannot rewrite why someone left.
+scanner's repeat cannot rewrite why someone left. But for one case: what
+the person did on the web (one click, the page's button) gives way to a
+later record of another kind (a bounce, the team's manual record, a mailed
+unsubscribe, an import), so that the page's undo, which takes back only the
+row it wrote, cannot take back what came after it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,19 @@ class Why(StrEnum):
     BOUNCE = "bounce"  # the address does not take mail
     MANUAL = "manual"  # `newsletter suppressions add`
     IMPORT = "import"  # `newsletter suppressions import`, or the project's suppressions.csv
+
+
+# What the person did on the web: the undo is for these; any other record replaces them (see the module's doc).
+_FROM_THE_WEB = (Why.ONE_CLICK, Why.PAGE)
+# Upserts that replace a row from the web with a later record of another kind; the INSERT after them adds the rest.
+_REPLACE = (
+    "UPDATE suppressions SET email = ?, at = ?, why = ?, issue = ?, evidence = ? "
+    f"WHERE address = ? AND why IN ({', '.join(repr(str(why)) for why in _FROM_THE_WEB)})"
+)
+_INSERT = (
+    "INSERT INTO suppressions (address, email, at, why, issue, evidence) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (address) DO NOTHING"
+)
 
 
 @dataclass(frozen=True)
@@ -110,25 +127,36 @@ class SuppressionStore:
         evidence: dict | None = None,
         at: float | None = None,
     ) -> bool:
-        """Record that `email` left; True if it was not suppressed already (the first record stays)."""
-        return bool(
-            self._write(
-                "INSERT INTO suppressions (address, email, at, why, issue, evidence) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (address) DO NOTHING",
-                (
-                    address_key(email),
-                    email.strip(),
-                    time.time() if at is None else at,
-                    str(why),
-                    issue,
-                    json.dumps(evidence or {}),
-                ),
-            )
-        )
+        """Record that `email` left; True if it was not suppressed already.
+
+        The first record stays, unless it is from the web (one click, the page) and this one is not: then this
+        one replaces it (see the module's doc), and it is still False, for the address was suppressed already.
+        """
+        address = address_key(email)
+        row = (email.strip(), time.time() if at is None else at, str(why), issue, json.dumps(evidence or {}))
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")  # the replace and the insert as one, between other writers
+                if why not in _FROM_THE_WEB:
+                    self._db.execute(_REPLACE, (*row, address))
+                return bool(self._db.execute(_INSERT, (address, *row)).rowcount)
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
 
     def remove(self, email: str) -> bool:
         """Take `email` off the store (a resubscribe, or a wrong call undone); True if it was there."""
         return bool(self._write("DELETE FROM suppressions WHERE address = ?", (address_key(email),)))
+
+    def remove_if(self, email: str, why: Why, at: float) -> bool:
+        """Take `email` off the store only if its row is still the one recorded for `why` at `at`; True if it was.
+
+        One statement, so that no record made meanwhile (by another process) is taken off in its place.
+        """
+        return bool(
+            self._write(
+                "DELETE FROM suppressions WHERE address = ? AND why = ? AND at = ?", (address_key(email), str(why), at)
+            )
+        )
 
     def get(self, email: str) -> Suppression | None:
         row = self._read(
@@ -155,12 +183,12 @@ class SuppressionStore:
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
+                # Each address as written, compared by its key.
+                rows = [(address.strip(), now, str(why), None, "{}", address_key(address)) for address in addresses]
+                if why not in _FROM_THE_WEB:
+                    self._db.executemany(_REPLACE, rows)
                 before = self._db.total_changes
-                self._db.executemany(
-                    "INSERT INTO suppressions (address, email, at, why, issue) VALUES (?, ?, ?, ?, NULL) "
-                    "ON CONFLICT (address) DO NOTHING",
-                    [(address_key(address), address.strip(), now, str(why)) for address in addresses],
-                )
+                self._db.executemany(_INSERT, [(row[-1], *row[:-1]) for row in rows])
                 return self._db.total_changes - before
         except sqlite3.Error as exc:
             raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None

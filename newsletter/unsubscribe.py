@@ -3,6 +3,12 @@
 The unsubscribe page receives the token and must be able to trust it without
 a database lookup and without letting anyone unsubscribe someone else: the
 token carries the address and an HMAC over it, keyed by NEWSLETTER_SECRET.
+
+It also carries the identity of the issue whose message held the link, so
+that the suppression says which issue someone left from. The payload is the
+address, or the address, a NUL and the issue: the HMAC covers the payload as
+a whole, so the issue cannot be changed or dropped, and a token made before
+issues were carried (the address alone) still reads, without an issue.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import re
 import string
 import zlib
+from dataclasses import dataclass
 from itertools import pairwise
 
 from .errors import NewsletterError, Problem
@@ -139,13 +146,31 @@ def _deflated_bits(data: bytes) -> float:
     return 8.0 * max(0, len(compressor.compress(data) + compressor.flush()) - empty)
 
 
-def make_token(secret: str, list_id: str, email: str) -> str:
+@dataclass(frozen=True)
+class Signed:
+    """What a genuine token says: whom it unsubscribes, and the issue whose link it was (None in older links)."""
+
+    address: str
+    issue: str | None = None
+
+
+def make_token(secret: str, list_id: str, email: str, issue: str | None = None) -> str:
     address = email.strip().lower()
-    return f"{_payload(address)}.{_signature(secret, list_id, address)}"
+    if "\0" in address or (issue is not None and ("\0" in issue or not issue)):
+        # Addresses and issue ids are validated long before; a NUL would make the payload ambiguous.
+        raise ValueError("an address or issue id with a NUL, or an empty issue id, cannot be put in a token")
+    text = address if issue is None else f"{address}\0{issue}"
+    return f"{_payload(text)}.{_signature(secret, list_id, text)}"
 
 
 def read_token(secret: str, list_id: str, token: str) -> str | None:
-    """The address a genuine token was made for; None for anything else, never an exception.
+    """The address a genuine token was made for; None for anything else, never an exception."""
+    signed = read_signed(secret, list_id, token)
+    return signed.address if signed else None
+
+
+def read_signed(secret: str, list_id: str, token: str) -> Signed | None:
+    """The address and issue a genuine token was made for; None for anything else, never an exception.
 
     The token comes from anyone on the web: only the exact form `make_token`
     writes is looked at, so that no input (non-ASCII, NULs, megabytes, stray
@@ -159,22 +184,26 @@ def read_token(secret: str, list_id: str, token: str) -> str | None:
         return None
     payload, signature = match.groups()
     try:
-        address = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+        text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
     # One address, one token: a payload spelled otherwise (base64 leaves spare bits) is not ours.
-    if _payload(address) != payload:
+    if _payload(text) != payload:
         return None
-    if hmac.compare_digest(signature, _signature(secret, list_id, address)):
-        return address
-    return None
+    if not hmac.compare_digest(signature, _signature(secret, list_id, text)):
+        return None
+    address, nul, issue = text.partition("\0")
+    if nul and (not issue or "\0" in issue):  # make_token writes neither
+        return None
+    return Signed(address, issue if nul else None)
 
 
-def unsubscribe_url(pattern: str, secret: str, list_id: str, email: str) -> str:
-    return pattern.replace("{token}", make_token(secret, list_id, email))
+def unsubscribe_url(pattern: str, secret: str, list_id: str, email: str, issue: str | None = None) -> str:
+    return pattern.replace("{token}", make_token(secret, list_id, email, issue))
 
 
-# An address is at most 254 characters (model.is_email_address): 340 in base64.
+# An address is at most 254 characters (model.is_email_address), an issue id 100 of up to 4 bytes each
+# (slug.MAX_LENGTH): with the NUL between them 655 bytes, 874 in base64.
 _MAX_PAYLOAD = 1024
 _SIGNATURE_LENGTH = 24  # 18 bytes of HMAC in base64, no padding
 _MAX_TOKEN = _MAX_PAYLOAD + 1 + _SIGNATURE_LENGTH
@@ -185,16 +214,17 @@ def _payload(address: str) -> str:
     return base64.urlsafe_b64encode(address.encode()).rstrip(b"=").decode()
 
 
-def _signature(secret: str, list_id: str, address: str) -> str:
+def _signature(secret: str, list_id: str, text: str) -> str:
     key = secret.encode("utf-8", "surrogateescape")
-    mac = hmac.new(key, f"{list_id}\0{address}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(key, f"{list_id}\0{text}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:18]).decode()
 
 
 def export_key(secret: str) -> str:
     """The bearer key for `serve`'s suppression export: derived from the signing key, so a `send` on
     another machine that holds that key can read the list of who left, and nobody else can."""
-    return hmac.new(secret.encode(), b"newsletter: suppression export", hashlib.sha256).hexdigest()
+    key = secret.encode("utf-8", "surrogateescape")  # as _signature: a key from os.environ may not be UTF-8
+    return hmac.new(key, b"newsletter: suppression export", hashlib.sha256).hexdigest()
 
 
 def require_secret(

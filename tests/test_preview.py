@@ -119,7 +119,7 @@ def test_preview_as_a_subscriber(project):
     try:
         email = get(server.url + "email.html")[1]
         assert "Hi Ann," in email
-        assert "unsubscribe?t=YW5uQGV4YW1wbGUuY29t." in email  # her own token
+        assert "unsubscribe?t=YW5uQGV4YW1wbGUuY29t" in email  # her own token
     finally:
         server.stop()
 

@@ -8,7 +8,15 @@ import secrets
 
 import pytest
 
-from newsletter.unsubscribe import PREVIEW_SECRET, make_token, read_token, secret_fingerprint, secret_problem
+from newsletter.unsubscribe import (
+    PREVIEW_SECRET,
+    export_key,
+    make_token,
+    read_signed,
+    read_token,
+    secret_fingerprint,
+    secret_problem,
+)
 
 from .support import SECRET, SEED, write_list
 
@@ -67,6 +75,8 @@ def test_a_key_with_bytes_that_are_not_utf8_is_judged_not_crashed_on():
     key = os.fsdecode(os.urandom(40) + b"\xff")
     secret_problem(key)
     assert read_token(key, LIST_ID, make_token(key, LIST_ID, "ann@example.com")) == "ann@example.com"
+    # The export key is derived from it too (serve computes it at start): was a UnicodeEncodeError.
+    assert export_key(key) != export_key(os.fsdecode(os.urandom(40) + b"\xfe"))
 
 
 # -- the fingerprint a later run compares -------------------------------------
@@ -107,11 +117,14 @@ def _flip(text: str, at: int) -> str:
     return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
 
 
-def test_a_token_changed_anywhere_is_refused():
-    token = make_token(SECRET, LIST_ID, "ann@example.com")
+@pytest.mark.parametrize("issue", [None, "2021-05-spring-solidarity"])
+def test_a_token_changed_anywhere_is_refused(issue):
+    token = make_token(SECRET, LIST_ID, "ann@example.com", issue)
+    assert read_signed(SECRET, LIST_ID, token).issue == issue
     for at in range(len(token)):
         if token[at] != ".":
             assert read_token(SECRET, LIST_ID, _flip(token, at)) is None, at
+            assert read_signed(SECRET, LIST_ID, _flip(token, at)) is None, at
 
 
 def test_another_address_cannot_borrow_a_signature():
@@ -125,6 +138,7 @@ def _payload(raw: bytes) -> str:
 
 GOOD = make_token(SECRET, LIST_ID, "ann@example.com")
 PAYLOAD, SIGNATURE = GOOD.split(".")
+WITH_ISSUE = make_token(SECRET, LIST_ID, "ann@example.com", "spring")
 
 
 @pytest.mark.parametrize(
@@ -152,10 +166,18 @@ PAYLOAD, SIGNATURE = GOOD.split(".")
         " " + GOOD,
         GOOD + "\n",
         "\udcff." + SIGNATURE,
+        # The issue dropped, changed or added to under the signature of another.
+        PAYLOAD + "." + WITH_ISSUE.split(".")[1],
+        _payload(b"ann@example.com\0summer") + "." + WITH_ISSUE.split(".")[1],
+        _payload(b"ann@example.com\0spring") + "." + SIGNATURE,
+        _payload(b"ann@example.com\0") + "." + SIGNATURE,
+        _payload(b"ann@example.com\0spring\0") + "." + WITH_ISSUE.split(".")[1],
+        WITH_ISSUE + "\0",
     ],
 )
 def test_hostile_tokens_are_not_valid_and_never_raise(token):
     assert read_token(SECRET, LIST_ID, token) is None
+    assert read_signed(SECRET, LIST_ID, token) is None
 
 
 def test_tokens_that_are_not_text_are_not_valid():

@@ -6,8 +6,10 @@ with that Host header, as the organisation's TLS proxy would pass it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import os
 import re
 import signal
 import socket
@@ -21,6 +23,7 @@ import lxml.html
 import pytest
 
 from newsletter import public
+from newsletter.project import open_project
 from newsletter.suppressions import SuppressionStore, Why
 from newsletter.unsubscribe import export_key, make_token
 
@@ -45,13 +48,13 @@ def on_news_test(root: Path) -> None:
 class Served:
     """`newsletter serve` in its own process: its port, its output, and a client that sends the public Host."""
 
-    def __init__(self, root: Path, secret: str = SECRET) -> None:
+    def __init__(self, root: Path, secret: str = SECRET, *options: object) -> None:
         self.root = root
         self.port = free_port()
         self.log = root / f"serve-{self.port}.log"
         self._out = self.log.open("wb")
         self.process = subprocess.Popen(
-            cli_command("serve", "--port", self.port),
+            cli_command("serve", "--port", self.port, *options),
             cwd=root,
             env=cli_env(NEWSLETTER_SECRET=secret),
             stdout=self._out,
@@ -146,6 +149,22 @@ def test_one_click_as_multipart_form_data_also_unsubscribes(served, project):
     assert stored(project) == {"bo@example.com": Why.ONE_CLICK}
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"List-Unsubscribe=One-Click\r\n",  # RFC 8058 clients vary in what follows the one field
+        b"List-Unsubscribe=One-Click\n",
+        b"List-Unsubscribe=One-Click ",
+        b"List-Unsubscribe=One-Click&utm=x",
+        b"a=1&List-Unsubscribe=One-Click&b=2",
+    ],
+)
+def test_one_click_bodies_as_clients_send_them_unsubscribe(served, project, body):
+    answer = served.client.post(f"/unsubscribe?t={token('di@example.com')}", content=body, headers=ONE_CLICK)
+    assert answer.status_code == 200
+    assert stored(project) == {"di@example.com": Why.ONE_CLICK}
+
+
 def test_a_get_shows_the_page_and_never_unsubscribes(served, project):
     url = f"/unsubscribe?t={token('Ann@Example.com')}"
     page = served.client.get(url)
@@ -191,6 +210,40 @@ def test_undo_never_removes_a_suppression_the_page_did_not_record(served, projec
     assert stored(project) == {"ed@example.com": Why.BOUNCE}
 
 
+def _undo_key(page: str) -> str:
+    (key,) = lxml.html.fromstring(page).xpath("//input[@name='undo']/@value")
+    return key
+
+
+def test_undo_keeps_a_manual_record_made_after_the_page_unsubscribe(served, project):
+    # The page unsubscribes ann; then the team records her by hand (she wrote in, say). Her undo must not
+    # take back the team's record.
+    url = f"/unsubscribe?t={token('ann@example.com')}"
+    undo = _undo_key(served.client.post(url, data={"action": "unsubscribe"}).text)
+    added = run_cli(project, "suppressions", "add", "ann@example.com")
+    assert added.returncode == 0, added.stderr
+    assert served.client.post(url, data={"action": "undo", "undo": undo}).status_code == 400
+    assert stored(project) == {"ann@example.com": Why.MANUAL}
+
+
+def test_undo_keeps_a_bounce_recorded_after_the_page_unsubscribe(served, project):
+    url = f"/unsubscribe?t={token('bo@example.com')}"
+    undo = _undo_key(served.client.post(url, data={"action": "unsubscribe"}).text)
+    with SuppressionStore.open(project) as store:  # `inbox` reads a hard bounce for her
+        store.add("bo@example.com", Why.BOUNCE, evidence={"status": "5.1.1"})
+    assert served.client.post(url, data={"action": "undo", "undo": undo}).status_code == 400
+    assert stored(project) == {"bo@example.com": Why.BOUNCE}
+
+
+def test_the_page_offers_no_undo_for_a_suppression_recorded_before_it(served, project):
+    with SuppressionStore.open(project) as store:
+        store.add("cy@example.com", Why.BOUNCE)
+    done = served.client.post(f"/unsubscribe?t={token('cy@example.com')}", data={"action": "unsubscribe"})
+    assert done.status_code == 200
+    assert lxml.html.fromstring(done.text).xpath("//input[@name='undo']") == []
+    assert stored(project) == {"cy@example.com": Why.BOUNCE}
+
+
 # -- what is refused ----------------------------------------------------------------------
 
 GOOD = token("ann@example.com")
@@ -225,6 +278,56 @@ def test_a_foreign_host_is_refused_and_records_nothing(served, project):
     assert stored(project) == {}
 
 
+def asgi_post(app, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
+    """POST to `app` in this process, with `headers` exactly as given (no HTTP parser in between); status and body."""
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", HOST.encode()), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    given = False
+    answer: dict[str, object] = {"body": b""}
+
+    async def receive():
+        nonlocal given
+        if given:
+            return {"type": "http.disconnect"}
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    return answer["status"], answer["body"]
+
+
+# "\xb2\xb3" is "²³" in Latin-1, which HTTP headers are read in: digits to str.isdigit, not to int().
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"0x1a", b"\xb2\xb3", b"1e3", b"2\xb3", b"26 "])
+def test_a_content_length_that_is_not_a_number_is_a_bad_request_not_too_large(project, length):
+    # uvicorn's parser refuses most of these itself; the app must too, behind a server (or proxy) that does not.
+    on_news_test(project)
+    app = public.make_app(open_project(project), SECRET)
+    headers = [(b"content-type", b"application/x-www-form-urlencoded"), (b"content-length", length)]
+    status, body = asgi_post(app, f"/unsubscribe?t={GOOD}", headers, b"List-Unsubscribe=One-Click")
+    assert status == 400, body[:300]
+    assert b"Content-Length" in body
+    assert stored(project) == {}
+
+
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_running(served, project):
     url = f"/unsubscribe?t={GOOD}"
     client = served.client
@@ -255,6 +358,23 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_running(served, proje
     assert "Traceback" not in output and "Exception" not in output
 
 
+def test_a_damaged_suppression_store_gets_the_apps_own_500_page_and_one_log_line(served, project):
+    (project / "state").mkdir(exist_ok=True)
+    (project / "state" / "suppressions.sqlite3").write_bytes(os.urandom(4096))
+    url = f"/unsubscribe?t={token('cy@example.com')}"
+    answer = served.client.post(url, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK)
+    assert answer.status_code == 500  # not recorded: the mail client may try again
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"
+    assert "Nothing was changed" in answer.text and REPLY_TO in answer.text
+    assert served.client.get(url).status_code == 200  # still running
+    output = served.stop()
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "suppressions.sqlite3" in line]
+    assert "cannot" in line and "cy@example.com" not in output
+
+
 @pytest.mark.parametrize(
     "target",
     [
@@ -279,6 +399,56 @@ def test_the_archive_is_served_under_its_url(served):
     moved = served.client.get("/roundup")
     assert moved.status_code == 308 and moved.headers["location"] == "/roundup/"
     assert served.client.post("/roundup/").status_code == 405
+
+
+def test_archive_refreshes_never_pile_up_while_one_is_slow(project, monkeypatch):
+    # In this process, so that a look at the files can be held: while one is under way (a slow disk, a big
+    # render), the other requests answer from what was built, and start no look of their own.
+    on_news_test(project)
+    monkeypatch.setattr(public, "ARCHIVE_REFRESH", 0.0)  # every request would look, were one not under way
+    app = public.Public(open_project(project), SECRET)
+    assert app.archive is not None
+    looking = 0
+    most = 0
+    blocking = False
+    entered, release = threading.Event(), threading.Event()
+    real = app.archive.pages
+
+    def slow_pages():
+        nonlocal looking, most
+        looking += 1
+        most = max(most, looking)
+        try:
+            if blocking:
+                entered.set()
+                release.wait(timeout=20)
+            return real()
+        finally:
+            looking -= 1
+
+    async def until(event: threading.Event) -> None:
+        while not event.is_set():
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> list[int]:
+        nonlocal blocking
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}") as client:
+            assert (await client.get("/roundup/")).status_code == 200  # the first look, which builds the pages
+            blocking = True
+            first = asyncio.ensure_future(client.get("/roundup/"))
+            await asyncio.wait_for(until(entered), timeout=10)  # its look is under way, and held
+            others = await asyncio.wait_for(asyncio.gather(*(client.get("/roundup/") for _ in range(20))), timeout=10)
+            release.set()
+            return [answer.status_code for answer in (*others, await first)]
+
+    monkeypatch.setattr(app.archive, "pages", slow_pages)
+    try:
+        statuses = asyncio.run(scenario())
+    finally:
+        release.set()
+    assert statuses == [200] * 21
+    assert most == 1
 
 
 def test_security_headers_and_the_style_is_allowed_by_its_hash(served):
@@ -385,6 +555,33 @@ def test_serve_refuses_to_start_without_a_strong_secret(project, secret):
     assert "NEWSLETTER_SECRET" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_serve_starts_with_a_key_that_is_not_utf8_and_its_export_key_works(project):
+    # os.environ hands bytes that are not UTF-8 over as lone surrogates; secret_problem accepts such a key.
+    key = os.fsdecode(b"\xff" + SECRET.encode())
+    on_news_test(project)
+    server = Served(project, key)
+    try:
+        answer = server.client.get(
+            "/unsubscribe/suppressions.csv", headers={"Authorization": f"Bearer {export_key(key)}"}
+        )
+        assert answer.status_code == 200 and answer.text.startswith("email,when,why,issue")
+        assert server.client.get(f"/unsubscribe?t={token('ann@example.com', secret=key)}").status_code == 200
+    finally:
+        output = server.stop()
+    assert "Traceback" not in output
+    assert "warning" not in output  # on 127.0.0.1: nothing to warn of
+
+
+def test_serve_warns_when_it_listens_beyond_this_machine(project):
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails, after the warning, and nothing is
+    # reached over a network.
+    result = run_cli(
+        project, "serve", "--host", "192.0.2.1", "--port", free_port(), env={"NEWSLETTER_SECRET": SECRET}, timeout=30
+    )
+    assert "warning: serving on 192.0.2.1" in result.stderr and "plain HTTP" in result.stderr
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
 # -- two servers, one store ----------------------------------------------------------------
 
 
@@ -446,6 +643,29 @@ def test_a_send_after_one_click_unsubscribes_skips_those_addresses(served, proje
     result = run("send", following, "--to", subscribers, "--yes")
     assert result.exit_code == 0, result.output
     assert set(inbox.recipients()) == {"stays@example.com"}
+
+
+def test_an_unsubscribe_records_the_issue_whose_link_it_came_from(served, project, run, smtp_server, inbox):
+    readers = ["ann@example.com", "bo@example.com"]
+    assert run("send", ISSUE, "--to", write_list(project, ["email", *readers]), "--yes").exit_code == 0
+    for address in readers:
+        (url,) = [u for u in LINK.findall(inbox.by_recipient(address)["List-Unsubscribe"]) if u.startswith("http")]
+        path = httpx.URL(url).raw_path.decode()
+        if address == "ann@example.com":
+            answer = served.client.post(path, content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK)
+        else:
+            answer = served.client.post(path, data={"action": "unsubscribe"})  # the page's button
+        assert answer.status_code == 200
+    with SuppressionStore.open(project) as store:
+        rows = {row.email: (row.why, row.issue) for row in store.rows()}
+    assert rows == {"ann@example.com": (Why.ONE_CLICK, SEED), "bo@example.com": (Why.PAGE, SEED)}
+    # A link from before tokens carried the issue still unsubscribes; the issue is then not known.
+    old = served.client.post(
+        f"/unsubscribe?t={token('cy@example.com')}", content=b"List-Unsubscribe=One-Click", headers=ONE_CLICK
+    )
+    assert old.status_code == 200
+    with SuppressionStore.open(project) as store:
+        assert store.get("cy@example.com").issue is None
 
 
 def test_view_in_your_browser_opens_the_web_version_without_personal_data(served, project, run, smtp_server, inbox):

@@ -45,16 +45,16 @@ def _rows(out: str) -> list[dict[str, str]]:
 
 def test_store_compares_addresses_as_send_does_and_keeps_the_first_reason(tmp_path):
     with SuppressionStore.open(tmp_path) as store:
-        assert store.add("Ann@Example.org", Why.ONE_CLICK, issue="2021-05", at=JAN_2020)
+        assert store.add("Ann@Example.org", Why.MANUAL, issue="2021-05", at=JAN_2020)
         # Letter case and a zero-width space pasted from a web page are the same person: the first record stays.
-        assert not store.add("ann@example.org\u200b", Why.MANUAL)
+        assert not store.add("ann@example.org\u200b", Why.IMPORT)
         assert not store.add(" ANN@EXAMPLE.ORG ", Why.BOUNCE)
         assert store.add("bob@example.org", Why.MANUAL, at=JAN_2030)
         assert store.keys() == {"ann@example.org", "bob@example.org"}
         ann = store.get("ann@EXAMPLE.org")
         assert (ann.email, ann.why, ann.issue, ann.when) == (
             "Ann@Example.org",
-            Why.ONE_CLICK,
+            Why.MANUAL,
             "2021-05",
             "2020-01-01T00:00:00Z",
         )
@@ -72,7 +72,7 @@ def test_store_compares_addresses_as_send_does_and_keeps_the_first_reason(tmp_pa
 def test_store_import_counts_new_ones_and_export_parses_back_to_the_same_rows(tmp_path):
     listed = write_list(tmp_path, ["Email Address;date", "a@example.org;2021", "B@example.org;2022", "c@example.org;x"])
     with SuppressionStore.open(tmp_path) as store:
-        store.add("b@example.org", Why.PAGE, issue='spring, "quoted"', at=JAN_2020)
+        store.add("b@example.org", Why.MANUAL, issue='spring, "quoted"', at=JAN_2020)
         assert store.add_many(read_suppression_addresses(listed)) == 2
         assert store.add_many(read_suppression_addresses(listed)) == 0
         out = io.StringIO()
@@ -81,8 +81,39 @@ def test_store_import_counts_new_ones_and_export_parses_back_to_the_same_rows(tm
     parsed = list(csv.reader(io.StringIO(out.getvalue())))
     assert parsed[0] == ["email", "when", "why", "issue"]
     assert parsed[1:] == [[r.email, r.when, str(r.why), r.issue or ""] for r in rows]
-    assert parsed[1] == ["b@example.org", "2020-01-01T00:00:00Z", "page", 'spring, "quoted"']
+    assert parsed[1] == ["b@example.org", "2020-01-01T00:00:00Z", "manual", 'spring, "quoted"']
     assert {row[2] for row in parsed[2:]} == {"import"}
+
+
+def test_what_came_from_the_web_gives_way_to_a_later_record_of_another_kind(tmp_path):
+    # The page's undo takes back only the row it wrote (why and time): a bounce, the team's record or an import
+    # that came after must not be taken back with it, so it replaces that row; the reverse never happens.
+    listed = write_list(tmp_path, ["email", "imported@example.org"])
+    with SuppressionStore.open(tmp_path) as store:
+        for address in ("page@example.org", "click@example.org", "imported@example.org", "kept@example.org"):
+            assert store.add(address, Why.PAGE if address != "click@example.org" else Why.ONE_CLICK, issue="spring")
+        assert not store.add("page@example.org", Why.BOUNCE, evidence={"status": "5.1.1"}, at=JAN_2030)
+        assert not store.add("click@example.org", Why.MANUAL, at=JAN_2030)
+        assert store.add_many(read_suppression_addresses(listed)) == 0  # already there; now for the import
+        assert not store.add("kept@example.org", Why.ONE_CLICK)  # the person again, on the web: the first stays
+        rows = {row.email: row for row in store.rows()}
+        assert not store.add("page@example.org", Why.PAGE)  # and a later click never undoes the bounce
+        assert store.get("page@example.org").why == Why.BOUNCE
+    page = rows["page@example.org"]
+    assert (page.why, page.at, page.issue, page.evidence) == (Why.BOUNCE, JAN_2030, None, {"status": "5.1.1"})
+    assert (rows["click@example.org"].why, rows["click@example.org"].issue) == (Why.MANUAL, None)
+    assert rows["imported@example.org"].why == Why.IMPORT
+    assert (rows["kept@example.org"].why, rows["kept@example.org"].issue) == (Why.PAGE, "spring")
+
+
+def test_remove_if_takes_back_only_that_row(tmp_path):
+    with SuppressionStore.open(tmp_path) as store:
+        store.add("ann@example.org", Why.PAGE, at=JAN_2020)
+        assert not store.remove_if("ann@example.org", Why.PAGE, JAN_2020 + 1)
+        assert not store.remove_if("ann@example.org", Why.ONE_CLICK, JAN_2020)
+        assert store.remove_if("ANN@example.org", Why.PAGE, JAN_2020)
+        assert store.keys() == set()
+        assert not store.remove_if("ann@example.org", Why.PAGE, JAN_2020)
 
 
 _ADD_500 = """

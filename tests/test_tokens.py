@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from newsletter.unsubscribe import make_token, read_token, unsubscribe_url
+from newsletter import unsubscribe
+from newsletter.unsubscribe import Signed, make_token, read_signed, read_token, unsubscribe_url
 
 from .support import SECRET
 
@@ -77,3 +78,46 @@ def test_a_list_id_is_not_confused_with_the_start_of_an_address():
     other = make_token(SECRET, "roundup.example.orga", "nn@example.com")
     assert one.split(".")[1] != other.split(".")[1]
     assert read_token(SECRET, "roundup.example.orga", one) is None
+
+
+# -- the issue a link came from ------------------------------------------------------
+
+
+@pytest.mark.parametrize("issue", ["2021-05-spring-solidarity", "été 2021", "x" * 100, "日本語" * 33])
+def test_a_token_carries_the_issue_of_its_link(issue):
+    url = unsubscribe_url("https://example.org/unsubscribe?t={token}", SECRET, LIST_ID, "Ann@Example.com", issue)
+    [carried] = parse_qs(urlsplit(url).query)["t"]
+    assert quote(carried, safe="") == carried
+    assert read_signed(SECRET, LIST_ID, carried) == Signed("ann@example.com", issue)
+    assert read_token(SECRET, LIST_ID, carried) == "ann@example.com"
+    # The longest address with the longest issue id still reads.
+    longest = make_token(SECRET, LIST_ID, "a" * 64 + "@" + "b" * 189, issue)
+    assert read_signed(SECRET, LIST_ID, longest) == Signed("a" * 64 + "@" + "b" * 189, issue)
+
+
+def test_a_link_made_before_tokens_carried_the_issue_still_works():
+    # The form of the links already in people's inboxes: the address alone, signed.
+    old = _b64(b"ann@example.com") + "." + unsubscribe._signature(SECRET, LIST_ID, "ann@example.com")
+    assert old == make_token(SECRET, LIST_ID, "ann@example.com")
+    assert read_signed(SECRET, LIST_ID, old) == Signed("ann@example.com", None)
+
+
+@pytest.mark.parametrize("text", ["ann@example.com\0", "ann@example.com\0spring\0", "ann@example.com\0\0spring"])
+def test_a_signed_payload_make_token_never_writes_is_refused(text):
+    # Signed with the real key, so that only the reading of the payload can refuse it.
+    token = _b64(text.encode()) + "." + unsubscribe._signature(SECRET, LIST_ID, text)
+    assert read_signed(SECRET, LIST_ID, token) is None
+    assert read_token(SECRET, LIST_ID, token) is None
+
+
+def test_the_issue_cannot_be_moved_into_the_address():
+    one = make_token(SECRET, LIST_ID, "ann@example.com", "spring")
+    assert read_signed(SECRET, LIST_ID, one) == Signed("ann@example.com", "spring")
+    # The payload and signature of "ann@example.com" + NUL + "spring" as one address would be the same token:
+    # make_token refuses a NUL, so nobody is sent such a token for an address of their own.
+    with pytest.raises(ValueError):
+        make_token(SECRET, LIST_ID, "ann@example.com\0spring")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import copy
 
 from ..console import Console
+from ..model import is_loopback
 from ..project import open_project
 from ..unsubscribe import require_secret
+
+LIMIT_CONCURRENCY = 1000  # connections and tasks at once
+KEEP_ALIVE = 5  # seconds
 
 
 def serve_command(*, host: str, port: int, console: Console) -> None:
@@ -23,6 +27,12 @@ def serve_command(*, host: str, port: int, console: Console) -> None:
     site = project.site
     console.say(f"Serving {site.unsubscribe_url}" + (f" and {site.archive_url}" if site.archive_url else ""))
     console.say(f"on http://{host}:{port}; put the organisation's TLS proxy in front, passing the public Host")
+    if not is_loopback(host):
+        console.say(
+            f"warning: serving on {host}: unsubscribe links, the addresses in them and the export key cross the "
+            "network in plain HTTP unless only the TLS proxy on this machine can reach it (use 127.0.0.1)",
+            err=True,
+        )
     uvicorn.run(
         app,
         host=host,
@@ -33,6 +43,11 @@ def serve_command(*, host: str, port: int, console: Console) -> None:
         server_header=False,
         # The proxy on this machine says who the client is; nobody else may.
         forwarded_allow_ips="127.0.0.1",
+        # Enough for a burst of one-clicks after a send; past it a 503 at once, not a server out of memory or files.
+        limit_concurrency=LIMIT_CONCURRENCY,
+        # An idle kept-alive connection is closed after this; uvicorn has no limit for reading a request's head,
+        # which is the proxy's job (README, "Running the public side").
+        timeout_keep_alive=KEEP_ALIVE,
     )
 
 
