@@ -99,7 +99,10 @@ class SuppressionStore:
         try:
             make_state_folder(path.parent)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # Set once, by whoever makes the file: asking again would need a lock that SQLite's busy
+            # timeout does not wait for, and a second server opening the store could fail at once.
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
