@@ -30,6 +30,7 @@ class Inbox:
 
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def recipients(self) -> Counter[str]:
@@ -96,6 +97,8 @@ class Recorder:
         with self.inbox.lock:
             self.inbox.messages.append(message)
             self.inbox.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            # The bytes as they came (after aiosmtpd's own dot-unstuffing), before any parsing.
+            self.inbox.raw.append(envelope.original_content)
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):

@@ -19,8 +19,7 @@ import pytest
 from newsletter.errors import NewsletterError
 from newsletter.message import address_header, header, list_header
 
-from .smtp_server import Recorder, start
-from .support import MINIMAL, SECRET, write_issue, write_list
+from .support import MINIMAL, write_issue, write_list
 
 CRLF = "\r\n"
 ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
@@ -199,30 +198,6 @@ def test_a_target_too_long_for_any_line_is_refused():
 # End to end: what a real SMTP server receives.
 
 
-class RawRecorder(Recorder):
-    """Keeps the bytes as they came over the wire too, before any parsing."""
-
-    def __init__(self, inbox) -> None:
-        super().__init__(inbox)
-        self.raw: list[bytes] = []
-
-    def _store(self, envelope) -> None:
-        super()._store(envelope)
-        self.raw.append(envelope.original_content)
-
-
-@pytest.fixture
-def wire(project, inbox, monkeypatch):
-    handler = RawRecorder(inbox)
-    controller = start(handler)
-    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
-    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    yield handler
-    controller.stop()
-
-
 def edit_site(project, old: str, new: str) -> None:
     site = project / "newsletter.yaml"
     text = site.read_text(encoding="utf-8")
@@ -240,7 +215,7 @@ ORGANISATION = "\u270a" * 200
 
 
 @pytest.mark.parametrize("subject", [LOOKS_ENCODED, "x" * 1200, "\U0001f33b" * 200], ids=["encoded", "long", "emoji"])
-def test_hostile_headers_reach_the_server_folded_and_decode_exactly(project, run, wire, inbox, subject):
+def test_hostile_headers_reach_the_server_folded_and_decode_exactly(project, run, smtp_server, inbox, subject):
     edit_site(project, "name: Amnesty Crisis and Tactical Team", f"name: {json.dumps(SENDER)}")
     edit_site(
         project,
@@ -255,7 +230,7 @@ def test_hostile_headers_reach_the_server_folded_and_decode_exactly(project, run
     result = run("send", issue, "--to", write_list(project, rows), "--yes")
     assert result.exit_code == 0, result.output
     assert "sent 3, failed 0" in result.output
-    for raw in wire.raw:
+    for raw in inbox.raw:
         assert_on_the_wire(raw, unbreakable=("List-Unsubscribe",))
     for address, name in names.items():
         message = inbox.by_recipient(address)
@@ -269,7 +244,7 @@ def test_hostile_headers_reach_the_server_folded_and_decode_exactly(project, run
     assert inbox.by_recipient("eve@example.com")["To"].addresses[0].display_name == LOOKS_ENCODED
 
 
-def test_a_long_unsubscribe_address_still_reaches_a_long_recipient_address(project, run, wire, inbox):
+def test_a_long_unsubscribe_address_still_reaches_a_long_recipient_address(project, run, smtp_server, inbox):
     # 600 characters: with the token of a 254-character address the URL is 957, too long
     # to share a line with the mailto target, short enough for a line of its own.
     pattern = "https://example.org/unsubscribe/" + "u" * 558 + "?t={token}"
@@ -282,7 +257,7 @@ def test_a_long_unsubscribe_address_still_reaches_a_long_recipient_address(proje
     result = run("send", issue, "--to", write_list(project, ["email", recipient]), "--yes")
     assert result.exit_code == 0, result.output
     assert "sent 1, failed 0" in result.output
-    assert_on_the_wire(wire.raw[0], unbreakable=("List-Unsubscribe", "To"))
+    assert_on_the_wire(inbox.raw[0], unbreakable=("List-Unsubscribe", "To"))
     message = inbox.by_recipient(recipient)
     https, mailto = re.fullmatch(r"<(https://[^>]+)>, <(mailto:[^>]+)>", message["List-Unsubscribe"]).groups()
     assert len(https) > 900 and mailto == "mailto:unsubscribe@example.org?subject=unsubscribe"
