@@ -236,15 +236,20 @@ def _list(project: Path) -> Path:
     return write_list(project, ["email", "ann@example.org", "BOB@example.org", "cat@example.org", "dan@example.org"])
 
 
-def test_send_skips_an_address_added_with_the_command(project, run, smtp_server, inbox):
-    run("suppressions", "add", "bob@EXAMPLE.org")
-    (project / "suppressions.csv").write_text("email\ncat@example.org\n", encoding="utf-8")  # read as before
+def _dry_run_then_send_skip_two(project: Path, run) -> None:
+    """A dry run and then the send both skip two of `_list`'s addresses, and say so."""
     dry = run("send", ISSUE, "--to", _list(project), "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "skipped 2 suppressed" in dry.output
     result = run("send", ISSUE, "--to", _list(project), "--yes")
     assert result.exit_code == 0, result.output
     assert "skipped: 2 suppressed" in result.output
+
+
+def test_send_skips_an_address_added_with_the_command(project, run, smtp_server, inbox):
+    run("suppressions", "add", "bob@EXAMPLE.org")
+    (project / "suppressions.csv").write_text("email\ncat@example.org\n", encoding="utf-8")  # read as before
+    _dry_run_then_send_skip_two(project, run)
     assert inbox.recipients() == {"ann@example.org": 1, "dan@example.org": 1}
 
 
@@ -311,12 +316,7 @@ def source(project) -> Iterator[Callable]:
 
 def test_send_skips_what_the_source_lists_and_records_it(project, run, smtp_server, inbox, source):
     server = source(lambda h: h._answer(200, EXPORT.encode()))
-    dry = run("send", ISSUE, "--to", _list(project), "--dry-run")
-    assert dry.exit_code == 0, dry.output
-    assert "skipped 2 suppressed" in dry.output
-    result = run("send", ISSUE, "--to", _list(project), "--yes")
-    assert result.exit_code == 0, result.output
-    assert "skipped: 2 suppressed" in result.output
+    _dry_run_then_send_skip_two(project, run)
     assert inbox.recipients() == {"ann@example.org": 1, "cat@example.org": 1}
     assert server.requests[-1] == ("/unsubscribe/suppressions.csv", f"Bearer {export_key(SECRET)}")
     # Recorded here with the reason, time and issue the source gave.
