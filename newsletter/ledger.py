@@ -372,6 +372,15 @@ class Ledger:
             ).fetchall()
 
     @_database_errors
+    def recipient(self, row_id: int) -> tuple[str, str] | None:
+        """(email, issue identity) of delivery row `row_id`, or None if there is none (a return path's reference)."""
+        if not isinstance(row_id, int) or not 0 < row_id < 2**63:
+            return None
+        with self._lock:
+            found = self._db.execute("SELECT email, issue FROM deliveries WHERE id = ?", (row_id,)).fetchone()
+        return None if found is None else (found[0], found[1])
+
+    @_database_errors
     def mark(
         self, row_id: int, state: DeliveryState, reply: str = "", *, attempt: bool = False, content: str | None = None
     ) -> None:

@@ -96,9 +96,9 @@ class Composer:
         unsubscribe = values.get("unsubscribe_url")
         if unsubscribe:
             targets = [f"<{unsubscribe}>"]
-            mailto = self.rendered.site.unsubscribe_mailto
+            mailto = values.get("unsubscribe_mailto")
             if mailto:
-                targets.append(f"<mailto:{mailto}?subject=unsubscribe>")
+                targets.append(f"<{mailto}>")
             lines.append(list_header("List-Unsubscribe", targets))
             lines.append(f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}")
         lines.append(f'Content-Type: multipart/alternative; boundary="{self.boundary}"{CRLF}')

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from .slug import why_not_a_name
 from .text import LINE_BREAKS
 from .unsubscribe import make_token
+from .verp import RESERVED as _VERP_RESERVED
 
 LINK_SCHEMES = ("http", "https", "mailto")
 # What right-to-left scripts' languages are written in; sets dir="rtl".
@@ -92,6 +93,17 @@ def is_email_address(value: str) -> bool:
 def _email(value: str) -> str:
     if not is_email_address(value):
         raise ValueError(f"'{value}' is not an email address")
+    return value
+
+
+def _bounce_address(value: str) -> str:
+    _email(value)
+    local = value.rpartition("@")[0]
+    if len(local) + _VERP_RESERVED > 64:
+        raise ValueError(
+            f"the part before the @ may have at most {64 - _VERP_RESERVED} characters: each message's return path "
+            f"adds '+' and a token of up to {_VERP_RESERVED - 1} to it, and mail allows 64 there"
+        )
     return value
 
 
@@ -289,6 +301,11 @@ class Site(_Strict):
         description="e.g. https://example.org/unsubscribe?t={token}"
     )
     unsubscribe_mailto: Email | None = None
+    bounce_address: Annotated[str, AfterValidator(_bounce_address)] | None = Field(
+        None,
+        description="where bounces go, e.g. bounces@example.org: each message of a send gets its own return path "
+        "(bounces+TOKEN@example.org, the recipient and issue signed in TOKEN), so `inbox` can tell whose it was",
+    )
     suppressions_source: Annotated[str, AfterValidator(_source_url)] | None = Field(
         None,
         description="where `send` reads who left before every send, e.g. https://example.org/unsubscribe/"

@@ -15,11 +15,12 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from markupsafe import Markup
 
 from .model import HEADER_LINE_MAX, Site
-from .unsubscribe import unsubscribe_url
+from .unsubscribe import make_token, unsubscribe_url
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,23 @@ def slot_values(site: Site, recipient: Recipient, key: str, issue: str | None = 
         "email": recipient.email,
         "name": recipient.name,
         "unsubscribe_url": _unsubscribe_link(site, key, recipient.email, issue),
+        # Always set, so that a column of the list by this name never reaches the List-Unsubscribe header.
+        "unsubscribe_mailto": _unsubscribe_mailto(site, key, recipient.email, issue),
     }
+
+
+def _unsubscribe_mailto(site: Site, key: str, email: str, issue: str | None) -> str:
+    """The `mailto:` target of List-Unsubscribe, its subject carrying the recipient's signed token (the same as the
+    link's), so that `inbox` can trust a mailed unsubscribe; "" without `unsubscribe_mailto`."""
+    if not site.unsubscribe_mailto:
+        return ""
+    # The address is a dot-atom (model.is_email_address); RFC 6068 wants its URI-reserved characters encoded.
+    to = quote(site.unsubscribe_mailto, safe="@!$'*+=._~-")
+    url = f"mailto:{to}?subject=unsubscribe%20{make_token(key, site.list_identifier, email, issue)}"
+    # As for the link: one that would not fit on a header line of its own does without the issue.
+    if issue is not None and len("List-Unsubscribe: <>") + len(url) > HEADER_LINE_MAX:
+        url = f"mailto:{to}?subject=unsubscribe%20{make_token(key, site.list_identifier, email)}"
+    return url
 
 
 def _unsubscribe_link(site: Site, key: str, email: str, issue: str | None) -> str:
