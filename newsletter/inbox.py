@@ -134,8 +134,6 @@ def classify(
 ) -> list[Decision] | None:
     """What to do with one message: its decisions (one per address), or None to leave it alone."""
     report = _delivery_status(message)
-    if report is None and _auto_reply(message):
-        return [Decision("auto-reply", evidence=_facts(message))]
     try:
         temporary, permanent = all_failures(message)
     except Exception:  # a detector choking on a malformed message: it is not ours to decide
@@ -146,7 +144,9 @@ def classify(
         for address, (status, _) in report.items():
             if status[:1] in ("4", "5") and address not in failed:
                 failed[address] = "hard" if status.startswith("5") else "soft"
-    if failed:
+    # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
+    # failure is told apart by who sent it.
+    if failed and (report is not None or _from_mail_system(message) or not _auto_reply(message)):
         return _bounces(message, failed, report or {}, recipients)
     if report is None and _auto_reply(message, loose=True):
         return [Decision("auto-reply", evidence=_facts(message))]
@@ -162,7 +162,7 @@ def _bounces(
         status, diagnostic = report.get(address, (None, None))
         if status:
             kind = "hard" if status.startswith("5") else "soft"
-        facts = {**_facts(message), "status": status, "diagnostic": diagnostic, "failed": address}
+        facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "failed": address}
         if recipients.mailed(address):
             issue = original[0] if original and address_key(original[1]) == address_key(address) else None
             decisions.append(Decision(kind, address, issue or (original[0] if original else None), facts))
@@ -186,6 +186,13 @@ def _unsubscribe(message: email.message.Message, site: Site, secret: str | None)
             if signed:
                 return [Decision("mailto", signed.address, signed.issue, _facts(message))]
     return None
+
+
+def _from_mail_system(message: email.message.Message) -> bool:
+    sender = " ".join(_headers(message, "From", "Return-Path")).lower()
+    return bool(message.get("X-Failed-Recipients")) or any(
+        name in sender for name in ("mailer-daemon", "postmaster", "<>")
+    )
 
 
 def _auto_reply(message: email.message.Message, *, loose: bool = False) -> bool:

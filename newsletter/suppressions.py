@@ -60,11 +60,13 @@ CREATE TABLE IF NOT EXISTS inbox_decisions (
     evidence TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (message, address)
 );
--- GNU Mailman's bounce score: a hard bounce adds 1, a soft one 0.5, at most once a day.
-CREATE TABLE IF NOT EXISTS bounce_scores (
-    address  TEXT PRIMARY KEY,
-    score    REAL NOT NULL,
-    day      TEXT NOT NULL           -- the last day that counted, YYYY-MM-DD
+-- GNU Mailman's bounce score: a hard bounce adds 1, a soft one 0.5, at most once a day (the day's worst
+-- counts): one row per address and day, so that the order a mailbox is read in changes nothing.
+CREATE TABLE IF NOT EXISTS bounce_days (
+    address  TEXT NOT NULL,
+    day      TEXT NOT NULL,          -- YYYY-MM-DD
+    points   REAL NOT NULL,
+    PRIMARY KEY (address, day)
 );
 """
 
@@ -200,16 +202,12 @@ class SuppressionStore:
                     return False
                 suppress = kind in ("hard", "mailto")
                 if kind in BOUNCE_SCORES:
-                    found = self._db.execute("SELECT score, day FROM bounce_scores WHERE address = ?", (address,))
-                    score, last = found.fetchone() or (0.0, "")
-                    if day != last:
-                        score += BOUNCE_SCORES[kind]
-                        self._db.execute(
-                            "INSERT INTO bounce_scores (address, score, day) VALUES (?, ?, ?) "
-                            "ON CONFLICT (address) DO UPDATE SET score = excluded.score, day = excluded.day",
-                            (address, score, day),
-                        )
-                    suppress = suppress or score >= threshold
+                    self._db.execute(
+                        "INSERT INTO bounce_days (address, day, points) VALUES (?, ?, ?) "
+                        "ON CONFLICT (address, day) DO UPDATE SET points = MAX(points, excluded.points)",
+                        (address, day, BOUNCE_SCORES[kind]),
+                    )
+                    suppress = suppress or self._score(address) >= threshold
                 if suppress:
                     row = (email.strip(), now, str(why), issue, facts)
                     self._db.execute(_REPLACE, (*row, address))
@@ -231,8 +229,15 @@ class SuppressionStore:
         return [(m, e, k, i, bool(s), json.loads(ev)) for m, e, k, i, s, ev in found]
 
     def score(self, email: str) -> float:
-        found = self._read("SELECT score FROM bounce_scores WHERE address = ?", (address_key(email),))
-        return found[0][0] if found else 0.0
+        """The address's bounce score: the points of each day it bounced, added up."""
+        return self._read("SELECT COALESCE(SUM(points), 0) FROM bounce_days WHERE address = ?", (address_key(email),))[
+            0
+        ][0]
+
+    def _score(self, address: str) -> float:
+        return self._db.execute(
+            "SELECT COALESCE(SUM(points), 0) FROM bounce_days WHERE address = ?", (address,)
+        ).fetchone()[0]
 
     def remove(self, email: str) -> bool:
         """Take `email` off the store (a resubscribe, or a wrong call undone); True if it was there."""
