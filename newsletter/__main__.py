@@ -267,6 +267,16 @@ def archive(out: Path) -> None:
     archive.archive_command(out, console=ClickConsole())
 
 
+@cli.command()
+@click.option("--maildir", type=click.Path(path_type=Path), help="A Maildir to read (where a local Postfix delivers).")
+@click.option("--mbox", type=click.Path(path_type=Path), help="An mbox file to read; it is never changed.")
+def inbox(maildir: Path | None, mbox: Path | None) -> None:
+    """Read bounces, auto-replies and mailed unsubscribes once; suppress who must not be mailed again."""
+    from .commands import inbox
+
+    inbox.inbox_command(maildir=maildir, mbox=mbox, console=ClickConsole())
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

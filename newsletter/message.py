@@ -74,9 +74,8 @@ class Composer:
         if self.test:
             return f"<test.{secrets.token_hex(16)}@{self.domain}>"
         identity = self.rendered.identity
-        digest = hashlib.sha256(f"{identity}\0{email.lower()}".encode()).hexdigest()[:32]
         readable = re.sub(r"[^A-Za-z0-9.-]+", "-", identity).strip("-.") or "issue"
-        return f"<{readable}.{digest}@{self.domain}>"
+        return f"<{readable}.{message_id_digest(identity, email)}@{self.domain}>"
 
     def personalise(self, recipient: Recipient, key: str) -> Personalised:
         """`recipient`'s copy of the issue, with their unsubscribe link signed with `key`.
@@ -113,6 +112,12 @@ class Composer:
                 b"\r\n" + b + b"--\r\n",
             )
         )
+
+
+def message_id_digest(identity: str, email: str) -> str:
+    """The part of a sent message's Message-ID that names its issue and recipient: how `inbox` finds
+    whom a bounce quoting it was for."""
+    return hashlib.sha256(f"{identity}\0{email.lower()}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

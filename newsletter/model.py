@@ -284,6 +284,19 @@ class Smtp(_Strict):
     username: Line | None = None
 
 
+class Inbox(_Strict):
+    """How `newsletter inbox` reads bounces and mailed unsubscribes."""
+
+    soft_bounce_threshold: Annotated[float, Field(gt=0)] = Field(
+        3.0,
+        description="suppress an address once its bounce score reaches this (GNU Mailman's rule: a hard bounce "
+        "adds 1, a soft one 0.5, at most once a day)",
+    )
+    processed_folder: Annotated[str, StringConstraints(pattern=r"^\.?[A-Za-z0-9][A-Za-z0-9_-]*$")] = Field(
+        ".Processed", description="the Maildir sub-folder recognised messages are moved into"
+    )
+
+
 class Site(_Strict):
     """What is the same for every issue: `newsletter.yaml`."""
 
@@ -314,6 +327,7 @@ class Site(_Strict):
     sample_recipient: Email = Field("subscriber@example.org", description="whom `build` addresses its .eml to")
     theme: Theme = Theme()
     smtp: Smtp = Smtp()
+    inbox: Inbox = Inbox()
 
     @property
     def domain(self) -> str:

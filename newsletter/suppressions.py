@@ -48,7 +48,29 @@ CREATE TABLE IF NOT EXISTS suppressions (
     evidence TEXT NOT NULL DEFAULT '{}'  -- what it was decided on (a bounce's status code and text, ...)
 );
 CREATE INDEX IF NOT EXISTS by_time ON suppressions (at);
+-- What `inbox` decided of each message it recognised, with its evidence: a rerun records nothing twice.
+CREATE TABLE IF NOT EXISTS inbox_decisions (
+    message  TEXT NOT NULL,          -- the message's Message-ID (or a digest of it, when it has none)
+    address  TEXT NOT NULL DEFAULT '',  -- subscribers.address_key of whom it is about; '' for an auto-reply
+    email    TEXT NOT NULL DEFAULT '',
+    at       REAL NOT NULL,
+    kind     TEXT NOT NULL,          -- hard, soft, unknown (a bounce for an address never mailed), mailto, auto-reply
+    issue    TEXT,
+    suppressed INTEGER NOT NULL DEFAULT 0,
+    evidence TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (message, address)
+);
+-- GNU Mailman's bounce score: a hard bounce adds 1, a soft one 0.5, at most once a day (the day's worst
+-- counts): one row per address and day, so that the order a mailbox is read in changes nothing.
+CREATE TABLE IF NOT EXISTS bounce_days (
+    address  TEXT NOT NULL,
+    day      TEXT NOT NULL,          -- YYYY-MM-DD
+    points   REAL NOT NULL,
+    PRIMARY KEY (address, day)
+);
 """
+
+BOUNCE_SCORES = {"hard": 1.0, "soft": 0.5}
 
 
 class Why(StrEnum):
@@ -145,6 +167,77 @@ class SuppressionStore:
                 return bool(self._db.execute(_INSERT, (address, *row)).rowcount)
         except sqlite3.Error as exc:
             raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
+
+    def recorded(self, message: str) -> bool:
+        """Whether `inbox` has recorded a decision on the message with this Message-ID."""
+        return bool(self._read("SELECT 1 FROM inbox_decisions WHERE message = ? LIMIT 1", (message,)))
+
+    def record_decision(
+        self,
+        message: str,
+        kind: str,
+        *,
+        email: str = "",
+        issue: str | None = None,
+        evidence: dict | None = None,
+        day: str = "",
+        threshold: float = 0.0,
+        why: Why = Why.BOUNCE,
+    ) -> bool:
+        """Record what `inbox` decided of one message about `email` and act on it, all in one transaction; True
+        if it decided to suppress the address. Nothing happens for a (message, address) recorded before.
+
+        `hard` suppresses at once, `mailto` too; `soft` adds to the address's score (once per `day`) and
+        suppresses once it reaches `threshold`; `unknown` and `auto-reply` only record.
+        """
+        address = address_key(email) if email else ""
+        now = time.time()
+        facts = json.dumps(evidence or {})
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                if self._db.execute(
+                    "SELECT 1 FROM inbox_decisions WHERE message = ? AND address = ?", (message, address)
+                ).fetchone():
+                    return False
+                suppress = kind in ("hard", "mailto")
+                if kind in BOUNCE_SCORES:
+                    self._db.execute(
+                        "INSERT INTO bounce_days (address, day, points) VALUES (?, ?, ?) "
+                        "ON CONFLICT (address, day) DO UPDATE SET points = MAX(points, excluded.points)",
+                        (address, day, BOUNCE_SCORES[kind]),
+                    )
+                    suppress = suppress or self._score(address) >= threshold
+                if suppress:
+                    row = (email.strip(), now, str(why), issue, facts)
+                    self._db.execute(_REPLACE, (*row, address))
+                    self._db.execute(_INSERT, (address, *row))
+                self._db.execute(
+                    "INSERT INTO inbox_decisions (message, address, email, at, kind, issue, suppressed, evidence) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (message, address, email.strip(), now, kind, issue, int(suppress), facts),
+                )
+                return suppress
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
+
+    def decisions(self) -> list[tuple[str, str, str, str | None, bool, dict]]:
+        """(message, email, kind, issue, suppressed, evidence) of every decision `inbox` recorded, oldest first."""
+        found = self._read(
+            "SELECT message, email, kind, issue, suppressed, evidence FROM inbox_decisions ORDER BY at, rowid", ()
+        )
+        return [(m, e, k, i, bool(s), json.loads(ev)) for m, e, k, i, s, ev in found]
+
+    def score(self, email: str) -> float:
+        """The address's bounce score: the points of each day it bounced, added up."""
+        return self._read("SELECT COALESCE(SUM(points), 0) FROM bounce_days WHERE address = ?", (address_key(email),))[
+            0
+        ][0]
+
+    def _score(self, address: str) -> float:
+        return self._db.execute(
+            "SELECT COALESCE(SUM(points), 0) FROM bounce_days WHERE address = ?", (address,)
+        ).fetchone()[0]
 
     def remove(self, email: str) -> bool:
         """Take `email` off the store (a resubscribe, or a wrong call undone); True if it was there."""

@@ -1,0 +1,386 @@
+"""`newsletter inbox`: read the bounces and mailed unsubscribes that come back, once, and act on them.
+
+Each message of a Maildir or an mbox is one of:
+
+- a bounce: `flufl.bounce` (GNU Mailman's detectors, which know the many
+  dialects of delivery failure) names the failed addresses; the RFC 3464
+  `message/delivery-status` part, when there is one, gives each its status
+  code and diagnostic text. 5.x.x is hard (no such user, no such domain) and
+  suppresses at once; 4.x.x is soft (mailbox full, greylisted) and adds to
+  the address's score, at most once a day, suppressing once it reaches
+  `inbox.soft_bounce_threshold`. The issue is found from the original
+  Message-ID the bounce quotes (the send makes it from the issue and the
+  recipient). A bounce for an address the ledger never mailed is recorded
+  (kind `unknown`) and suppresses nothing: anyone can send a bounce naming
+  anyone, and an address we never wrote to cannot tell us about our list;
+  but if the quoted Message-ID names whom we mailed (a forward that fails),
+  that recipient is the one bounced;
+- an auto-reply (out of office, vacation): recorded, ignored, never a bounce;
+- an unsubscribe mailed to `unsubscribe_mailto` carrying a token signed with
+  NEWSLETTER_SECRET: that address is suppressed;
+- anything else: left exactly where it is, unread, and not recorded.
+
+Every decision is recorded with its evidence in the suppression store,
+keyed by the message's Message-ID, before the message is moved, so a rerun
+(or an mbox, which is never changed) records nothing twice. Only recognised,
+recorded messages are moved (a Maildir's into `inbox.processed_folder`, by
+renaming the file: never a copy, never lost).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.message
+import email.policy
+import email.utils
+import hashlib
+import mailbox
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flufl.bounce import all_failures
+
+from .errors import NewsletterError, Problem
+from .ledger import mailed
+from .message import message_id_digest
+from .model import Site
+from .state import ledger_path
+from .subscribers import address_key
+from .suppressions import SuppressionStore, Why
+from .unsubscribe import read_signed, secret_from_env
+
+# Only the start of a message is read: a DSN's report and delivery-status come before the returned message,
+# and a 20 MB bounce must not take 20 MB (or more, parsed) to classify.
+READ_LIMIT = 2 * 1024 * 1024
+
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response)|autoreply|vacation|"
+    r"abwesenheitsnotiz|r[ée]ponse automatique)",
+    re.IGNORECASE,
+)
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
+_ORIGINAL_ID = re.compile(r"<[^<>\s]+\.([0-9a-f]{32})@[^<>\s]+>")
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str  # hard, soft, unknown, mailto, auto-reply
+    email: str = ""
+    issue: str | None = None
+    evidence: dict = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    already: int = 0
+    left: int = 0
+    moved: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        k = self.kinds
+        parts = [
+            f"{self.read} read",
+            f"{k['hard']} hard bounce{'s' if k['hard'] != 1 else ''}",
+            f"{k['soft']} soft",
+            f"{k['mailto']} unsubscribe{'s' if k['mailto'] != 1 else ''}",
+            f"{k['auto-reply']} auto-repl{'ies' if k['auto-reply'] != 1 else 'y'} ignored",
+        ]
+        if k["unknown"]:
+            parts.append(f"{k['unknown']} bounce{'s' if k['unknown'] != 1 else ''} for addresses never mailed")
+        if self.already:
+            parts.append(f"{self.already} recorded before")
+        parts.append(f"{self.left} left alone")
+        return "inbox: " + ", ".join(parts)
+
+
+class Recipients:
+    """Whom the ledger mailed, read once and only when a bounce needs it."""
+
+    def __init__(self, root: Path) -> None:
+        self._path = ledger_path(root)
+        self._by_digest: dict[str, tuple[str, str]] | None = None
+        self._addresses: set[str] = set()
+
+    def _load(self) -> dict[str, tuple[str, str]]:
+        if self._by_digest is None:
+            self._by_digest = {}
+            for issue, address in mailed(self._path):
+                self._by_digest[message_id_digest(issue, address)] = (issue, address)
+                self._addresses.add(address_key(address))
+        return self._by_digest
+
+    def by_message_id(self, text: str) -> tuple[str, str] | None:
+        found = self._load()
+        for digest in _ORIGINAL_ID.findall(text):
+            if digest in found:
+                return found[digest]
+        return None
+
+    def mailed(self, address: str) -> bool:
+        self._load()
+        return address_key(address) in self._addresses
+
+
+def classify(
+    message: email.message.Message, site: Site, recipients: Recipients, secret: str | None
+) -> list[Decision] | None:
+    """What to do with one message: its decisions (one per address), or None to leave it alone."""
+    report = _delivery_status(message)
+    try:
+        temporary, permanent = all_failures(message)
+    except Exception:  # a detector choking on a malformed message: it is not ours to decide
+        temporary, permanent = frozenset(), frozenset()
+    failed = {_text(a): "hard" for a in permanent} | {_text(a): "soft" for a in temporary - permanent}
+    failed = {a: kind for a, kind in failed.items() if "@" in a}
+    if report:
+        for address, (status, _) in report.items():
+            if status[:1] in ("4", "5") and address not in failed:
+                failed[address] = "hard" if status.startswith("5") else "soft"
+    # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
+    # failure is told apart by who sent it.
+    if failed and (report is not None or _from_mail_system(message) or not _auto_reply(message)):
+        return _bounces(message, failed, report or {}, recipients)
+    if report is None and _auto_reply(message, loose=True):
+        return [Decision("auto-reply", evidence=_facts(message))]
+    return _unsubscribe(message, site, secret)
+
+
+def _bounces(
+    message: email.message.Message, failed: dict[str, str], report: dict, recipients: Recipients
+) -> list[Decision]:
+    original = recipients.by_message_id(_quoted_ids(message))
+    decisions = []
+    for address, kind in sorted(failed.items()):
+        status, diagnostic = report.get(address, (None, None))
+        if status:
+            kind = "hard" if status.startswith("5") else "soft"
+        facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "failed": address}
+        if recipients.mailed(address):
+            issue = original[0] if original and address_key(original[1]) == address_key(address) else None
+            decisions.append(Decision(kind, address, issue or (original[0] if original else None), facts))
+        elif original:
+            # The quoted Message-ID names whom we mailed: the failing address is where theirs forwards to.
+            decisions.append(Decision(kind, original[1], original[0], facts))
+        else:
+            decisions.append(Decision("unknown", address, None, facts))
+    return decisions
+
+
+def _unsubscribe(message: email.message.Message, site: Site, secret: str | None) -> list[Decision] | None:
+    if not site.unsubscribe_mailto or secret is None:
+        return None
+    to = [a for _, a in email.utils.getaddresses(_headers(message, "To", "Cc", "Delivered-To", "X-Original-To"))]
+    if address_key(site.unsubscribe_mailto) not in {address_key(a) for a in to if a}:
+        return None
+    for text in (str(message.get("Subject", "")), _body_text(message)):
+        for token in _TOKEN.findall(text):
+            signed = read_signed(secret, site.list_identifier, token)
+            if signed:
+                return [Decision("mailto", signed.address, signed.issue, _facts(message))]
+    return None
+
+
+def _from_mail_system(message: email.message.Message) -> bool:
+    sender = " ".join(_headers(message, "From", "Return-Path")).lower()
+    return bool(message.get("X-Failed-Recipients")) or any(
+        name in sender for name in ("mailer-daemon", "postmaster", "<>")
+    )
+
+
+def _auto_reply(message: email.message.Message, *, loose: bool = False) -> bool:
+    submitted = str(message.get("Auto-Submitted", "")).strip().lower()
+    if submitted and not submitted.startswith("no"):
+        return True
+    if message.get("X-Autoreply") or message.get("X-Autorespond") or message.get("X-Autoresponder"):
+        return True
+    if str(message.get("Precedence", "")).strip().lower() == "auto_reply":
+        return True
+    subject = str(message.get("Subject", ""))
+    if _AUTO_SUBJECT.match(subject):
+        return True
+    # bulk/junk is also how lists mark their own mail: it counts only on a reply (a vacation responder's)
+    reply = message.get("In-Reply-To") or message.get("References") or subject.strip().lower().startswith("re:")
+    return loose and bool(reply) and str(message.get("Precedence", "")).strip().lower() in ("bulk", "junk")
+
+
+def _delivery_status(message: email.message.Message) -> dict[str, tuple[str, str]] | None:
+    """{failed address: (status, diagnostic text)} from an RFC 3464 report; None without one."""
+    found: dict[str, tuple[str, str]] | None = None
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        found = found if found is not None else {}
+        blocks = part.get_payload()
+        if not isinstance(blocks, list):  # an unparsable part: read its text as header blocks
+            text = part.get_payload(decode=True) or b""
+            blocks = [email.message_from_string(b) for b in text.decode("ascii", "replace").split("\n\n")]
+        for block in blocks[1:] if len(blocks) > 1 else blocks:
+            recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            address = recipient.partition(";")[2].strip().strip("<>").lower() or recipient.strip().lower()
+            status = str(block.get("Status", "")).strip().split()[0] if block.get("Status") else ""
+            action = str(block.get("Action", "")).strip().lower()
+            if not address or action in ("delivered", "relayed", "expanded"):
+                continue
+            diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+            found[address] = (status if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status) else "", diagnostic)
+    return found
+
+
+def _quoted_ids(message: email.message.Message) -> str:
+    """Every Message-ID the bounce quotes (headers of the returned message, or its text)."""
+    found = []
+    for part in message.walk():
+        if part is message:
+            continue
+        for name in ("Message-ID", "In-Reply-To", "References"):
+            found.extend(str(v) for v in part.get_all(name, []))
+        if part.get_content_maintype() == "text" or part.get_content_type() == "text/rfc822-headers":
+            found.append(_part_text(part))
+    found.extend(str(v) for v in message.get_all("In-Reply-To", []) + message.get_all("References", []))
+    return "\n".join(found)
+
+
+def _facts(message: email.message.Message) -> dict:
+    return {
+        "message_id": str(message.get("Message-ID", "")).strip(),
+        "date": str(message.get("Date", "")).strip(),
+        "from": str(message.get("From", "")).strip(),
+        "subject": str(message.get("Subject", "")).strip()[:200],
+    }
+
+
+def _headers(message: email.message.Message, *names: str) -> list[str]:
+    return [str(v) for name in names for v in message.get_all(name, [])]
+
+
+def _body_text(message: email.message.Message) -> str:
+    return "\n".join(_part_text(p) for p in message.walk() if p.get_content_type() == "text/plain")
+
+
+def _part_text(part: email.message.Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        return ""
+    if isinstance(payload, bytes):
+        return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    return ""
+
+
+def _text(address: bytes | str) -> str:
+    return (address.decode("utf-8", "replace") if isinstance(address, bytes) else address).strip().lower()
+
+
+def message_key(message: email.message.Message, data: bytes) -> str:
+    """What a decision is recorded under: the Message-ID, or a digest of the message when it has none."""
+    found = str(message.get("Message-ID", "")).strip()
+    return found if found else "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def bounce_day(message: email.message.Message) -> str:
+    """The day a bounce counts for: its Date, else today (UTC)."""
+    try:
+        when = email.utils.parsedate_to_datetime(str(message.get("Date", "")))
+    except (TypeError, ValueError, IndexError):
+        when = None
+    return (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date().isoformat()
+
+
+def read_mailbox(
+    box: mailbox.Mailbox, path: Path, root: Path, site: Site, *, move_to: mailbox.Maildir | None = None
+) -> Summary:
+    summary = Summary()
+    recipients = Recipients(root)
+    secret = secret_from_env()
+    with SuppressionStore.open(root) as store:
+        for key, data in _messages(box, path, summary):
+            summary.read += 1
+            message = email.message_from_bytes(data, policy=email.policy.compat32)
+            name = message_key(message, data)
+            if store.recorded(name):
+                summary.already += 1
+            else:
+                decisions = classify(message, site, recipients, secret)
+                if decisions is None:
+                    summary.left += 1
+                    continue
+                day = bounce_day(message)
+                for decision in decisions:
+                    store.record_decision(
+                        name,
+                        decision.kind,
+                        email=decision.email,
+                        issue=decision.issue,
+                        evidence=decision.evidence,
+                        day=day,
+                        threshold=site.inbox.soft_bounce_threshold,
+                        why=Why.MAILTO if decision.kind == "mailto" else Why.BOUNCE,
+                    )
+                    summary.kinds[decision.kind] += 1
+            if move_to is not None and isinstance(box, mailbox.Maildir):
+                summary.moved += _move(box, key, move_to, path, summary)
+    return summary
+
+
+def _messages(box: mailbox.Mailbox, path: Path, summary: Summary) -> Iterator[tuple[str, bytes]]:
+    try:
+        keys = list(box.keys())
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
+    for key in keys:
+        try:
+            with box.get_file(key) as file:
+                data = file.read(READ_LIMIT)
+        except KeyError:
+            summary.notes.append(f"message {key} went away while reading; left to the next run")
+            continue
+        except FileNotFoundError:
+            if not path.exists():
+                raise NewsletterError(
+                    Problem(path, "the mailbox went away while reading it; what was read is recorded")
+                ) from None
+            summary.notes.append(f"message {key} went away while reading; left to the next run")
+            continue
+        except OSError as exc:
+            raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
+        yield key, data
+
+
+def _move(box: mailbox.Maildir, key: str, folder: mailbox.Maildir, path: Path, summary: Summary) -> int:
+    """Rename the message's file into `folder`, keeping its name and so its flags (unread stays unread)."""
+    try:
+        relative = box._lookup(key)  # the file's name under new/ or cur/: the stdlib offers no public way
+        target = Path(folder._path) / relative
+        os.rename(Path(box._path) / relative, target)
+    except (KeyError, FileNotFoundError):
+        summary.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
+        return 0
+    except OSError as exc:
+        raise NewsletterError(Problem(path, f"cannot move message {key}: {exc.strerror or exc}")) from None
+    return 1
+
+
+def open_maildir(path: Path, folder_name: str) -> tuple[mailbox.Maildir, mailbox.Maildir]:
+    if not (path / "cur").is_dir() or not (path / "new").is_dir():
+        raise NewsletterError(Problem(path, "is not a Maildir (it needs cur/, new/ and tmp/)"))
+    box = mailbox.Maildir(path, factory=None, create=False)
+    name = folder_name.lstrip(".")
+    try:
+        folder = box.get_folder(name) if name in box.list_folders() else box.add_folder(name)
+    except OSError as exc:
+        raise NewsletterError(Problem(path / f".{name}", f"cannot make the folder: {exc.strerror or exc}")) from None
+    return box, folder
+
+
+def open_mbox(path: Path) -> mailbox.mbox:
+    if not path.is_file():
+        raise NewsletterError(Problem(path, "no such mbox file"))
+    return mailbox.mbox(path, factory=None, create=False)

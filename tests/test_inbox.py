@@ -1,0 +1,248 @@
+"""`newsletter inbox`: bounces suppress who cannot be mailed, auto-replies are ignored, the rest is left alone.
+
+The samples in tests/data/bounces/ are written from published examples of
+each sender's bounces (Postfix, Exim, Gmail, Outlook/Exchange) and
+auto-replies; the end-to-end tests send the seed issue to a real SMTP
+server first, so the ledger knows whom it mailed.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+from pathlib import Path
+
+import pytest
+
+from newsletter.inbox import Recipients, classify
+from newsletter.project import open_project
+from newsletter.suppressions import SuppressionStore, Why
+
+from .support import SECRET, SEED, write_issue, write_list
+
+DATA = Path(__file__).parent / "data" / "bounces"
+ISSUE = f"issues/{SEED}.yaml"
+
+
+def _classify(project: Path, name: str):
+    message = email.message_from_bytes((DATA / name).read_bytes(), policy=email.policy.compat32)
+    site = open_project().site
+    return classify(message, site, Recipients(project), SECRET)
+
+
+@pytest.mark.parametrize(
+    ("sample", "bounce", "failed", "status"),
+    [
+        ("postfix-no-such-user.eml", "hard", "nosuchuser@example.net", "5.1.1"),
+        ("postfix-mailbox-full.eml", "soft", "fullbox@example.net", "4.2.2"),
+        ("exim-no-such-user.eml", "hard", "gone@example.com", None),
+        ("gmail-no-such-user.eml", "hard", "nobody.here@gmail.com", "5.1.1"),
+        ("outlook-recipient-not-found.eml", "hard", "pat.left@contoso.com", "5.1.10"),
+    ],
+)
+def test_each_sample_bounce_names_the_failed_address_and_its_kind(project, sample, bounce, failed, status):
+    (decision,) = _classify(project, sample)
+    # Nobody was mailed in this project: a bounce is recorded as evidence only.
+    assert decision.kind == "unknown"
+    assert decision.evidence["bounce"] == bounce
+    assert decision.evidence["failed"] == failed
+    assert decision.evidence["status"] == status
+    if status:
+        assert status in decision.evidence["diagnostic"]
+
+
+@pytest.mark.parametrize("sample", ["vacation-reply.eml", "auto-submitted-reply.eml"])
+def test_auto_replies_are_never_bounces(project, sample):
+    assert [d.kind for d in _classify(project, sample)] == ["auto-reply"]
+
+
+def test_a_person_s_reply_is_left_alone(project):
+    assert _classify(project, "human-reply.eml") is None
+
+
+# -- end to end ------------------------------------------------------------------
+
+
+ADDRESSES = ["ann@example.org", "bob@example.org", "cat@example.org", "dan@example.org"]
+
+
+def _send_seed(project: Path, run, inbox) -> None:
+    result = run("send", ISSUE, "--to", write_list(project, ["email", *ADDRESSES]), "--yes")
+    assert result.exit_code == 0, result.output
+    assert set(inbox.recipients()) == set(ADDRESSES)
+
+
+def _bounce(sent: email.message.Message, failed: str, status: str, text: str) -> bytes:
+    """A Postfix-shaped DSN for the message `sent`, quoting its headers."""
+    return (
+        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\n"
+        "To: roundup@example.org\n"
+        "Subject: Undelivered Mail Returned to Sender\n"
+        "Date: Mon, 10 May 2021 09:12:44 +0000\n"
+        f"Message-Id: <bounce.{failed}.{status}@mx.example.net>\n"
+        "Auto-Submitted: auto-replied\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain\n\nYour message could not be delivered.\n\n"
+        "--B\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: rfc822; {failed}\nAction: failed\nStatus: {status}\n"
+        f"Diagnostic-Code: smtp; 550 {status} {text}\n\n"
+        "--B\nContent-Type: text/rfc822-headers\n\n"
+        f"To: {failed}\nMessage-ID: {sent['Message-ID']}\n\n"
+        "--B--\n"
+    ).encode()
+
+
+def _maildir(project: Path, messages: list[bytes]) -> Path:
+    path = project / "Maildir"
+    box = mailbox.Maildir(path, create=True)
+    for data in messages:
+        box.add(mailbox.MaildirMessage(data))  # in new/: unread
+    return path
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in (folder / "new").iterdir()} | {p.name for p in (folder / "cur").iterdir()}
+
+
+def test_inbox_suppresses_two_hard_bounces_and_the_next_issue_skips_exactly_them(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    human = (DATA / "human-reply.eml").read_bytes()
+    vacation = (DATA / "vacation-reply.eml").read_bytes()
+    path = _maildir(
+        project,
+        [
+            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
+            _bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
+            human,
+            vacation,
+        ],
+    )
+    before = _files(path)
+    result = run("inbox", "--maildir", path)
+    assert result.exit_code == 0, result.output
+    assert "inbox: 4 read, 2 hard bounces, 0 soft, 0 unsubscribes, 1 auto-reply ignored, 1 left alone" in result.output
+
+    with SuppressionStore.open(project) as store:
+        bob = store.get("bob@example.org")
+        assert bob is not None and bob.why == Why.BOUNCE and bob.issue == SEED
+        assert bob.evidence["status"] == "5.1.1" and "User unknown" in bob.evidence["diagnostic"]
+        assert bob.evidence["message_id"] and bob.evidence["date"]
+        assert store.get("dan@example.org") is not None
+        assert store.get("ann@example.org") is None and store.get("cat@example.org") is None
+        decisions = store.decisions()
+
+    # The person's reply stays where it was, unread; the recognised ones moved, unread still.
+    left = _files(path)
+    assert len(left) == 1 and left < before
+    assert (path / "new" / next(iter(left))).read_bytes().replace(b"\r\n", b"\n") == human.replace(b"\r\n", b"\n")
+    assert len(_files(path / ".Processed")) == 3
+
+    again = run("inbox", "--maildir", path)
+    assert "1 read" in again.output and "0 hard bounces" in again.output
+    with SuppressionStore.open(project) as store:
+        assert store.decisions() == decisions
+
+    inbox.envelopes.clear()
+    second = write_issue(
+        project, (project / ISSUE).read_text(encoding="utf-8").replace(f"id: {SEED}", "id: second", 1), "second.yaml"
+    )
+    result = run("send", second, "--to", write_list(project, ["email", *ADDRESSES]), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "skipped: 2 suppressed" in result.output
+    assert set(inbox.recipients()) == {"ann@example.org", "cat@example.org"}
+
+
+def test_an_mbox_is_never_changed_and_a_rerun_records_nothing_twice(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    path = project / "mbox"
+    box = mailbox.mbox(path)
+    box.add(_bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"))
+    box.add((DATA / "human-reply.eml").read_bytes())
+    box.close()
+    before = path.read_bytes()
+    first = run("inbox", "--mbox", path)
+    assert "2 read, 0 hard bounces, 1 soft" in first.output and "1 left alone" in first.output
+    second = run("inbox", "--mbox", path)
+    assert "1 recorded before" in second.output and "0 soft" in second.output
+    assert path.read_bytes() == before
+    with SuppressionStore.open(project) as store:
+        assert store.score("cat@example.org") == 0.5
+        assert store.get("cat@example.org") is None  # one soft bounce is below the threshold
+        assert len(store.decisions()) == 1
+
+
+def test_soft_bounces_count_once_a_day_and_suppress_at_the_threshold(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    sent = inbox.by_recipient("ann@example.org")
+    messages = []
+    for n, day in enumerate(["10", "10", "11", "12", "13", "14"]):
+        data = _bounce(sent, "ann@example.org", "4.2.2", "Mailbox full").decode()
+        data = data.replace("Mon, 10 May 2021", f"{day} May 2021").replace("Message-Id: <", f"Message-Id: <{n}.")
+        messages.append(data.encode())
+    path = _maildir(project, messages[:5])
+    run("inbox", "--maildir", path)
+    with SuppressionStore.open(project) as store:
+        assert store.score("ann@example.org") == 2.0  # four days, the 10th once
+        assert store.get("ann@example.org") is None
+    mailbox.Maildir(path).add(messages[5])
+    run("inbox", "--maildir", path)
+    with SuppressionStore.open(project) as store:
+        assert store.score("ann@example.org") == 2.5
+    (project / "newsletter.yaml").write_text(
+        (project / "newsletter.yaml").read_text(encoding="utf-8") + "inbox:\n  soft_bounce_threshold: 2.5\n",
+        encoding="utf-8",
+    )
+    mailbox.Maildir(path).add(messages[5].replace(b"14 May", b"15 May").replace(b"<5.", b"<6."))
+    run("inbox", "--maildir", path)
+    with SuppressionStore.open(project) as store:
+        assert store.get("ann@example.org") is not None
+
+
+def test_a_bounce_for_an_address_never_mailed_suppresses_nothing(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    path = _maildir(project, [(DATA / "postfix-no-such-user.eml").read_bytes()])
+    result = run("inbox", "--maildir", path)
+    assert "1 bounce for addresses never mailed" in result.output
+    with SuppressionStore.open(project) as store:
+        assert store.get("nosuchuser@example.net") is None
+        assert [d[2] for d in store.decisions()] == ["unknown"]
+
+
+def test_a_mailed_unsubscribe_with_a_genuine_token_suppresses(project, run, smtp_server, inbox, monkeypatch):
+    from newsletter.unsubscribe import make_token
+
+    token = make_token(SECRET, "roundup.example.org", "bob@example.org", SEED)
+    forged = make_token("another key entirely, long enough to be a key!!", "roundup.example.org", "ann@example.org")
+    mails = [
+        f"From: bob@example.org\nTo: unsubscribe@example.org\nSubject: unsubscribe {token}\nMessage-ID: <u1@x>\n\n",
+        f"From: ann@example.org\nTo: unsubscribe@example.org\nSubject: unsubscribe {forged}\nMessage-ID: <u2@x>\n\n\n",
+    ]
+    path = _maildir(project, [m.encode() for m in mails])
+    result = run("inbox", "--maildir", path)
+    assert "1 unsubscribe," in result.output and "1 left alone" in result.output
+    with SuppressionStore.open(project) as store:
+        bob = store.get("bob@example.org")
+        assert bob is not None and bob.why == Why.MAILTO and bob.issue == SEED
+        assert store.get("ann@example.org") is None
+
+
+def test_bad_input_is_left_alone_and_a_missing_mailbox_is_a_clear_message(project, run, smtp_server, inbox):
+    broken = (
+        b'From: MAILER-DAEMON@x\nSubject: Undelivered Mail\nContent-Type: multipart/report; boundary="Z"\n\n'
+        b"--Z\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recip"
+    )
+    huge = b"From: someone@example.org\nSubject: big\nMessage-ID: <big@x>\n\n" + b"x" * (20 * 1024 * 1024)
+    path = _maildir(project, [broken, huge, b"\x00\xff not a message at all"])
+    before = _files(path)
+    result = run("inbox", "--maildir", path)
+    assert result.exit_code == 0, result.output
+    assert "3 read" in result.output and "3 left alone" in result.output
+    assert _files(path) == before
+    with SuppressionStore.open(project) as store:
+        assert store.decisions() == [] and list(store.rows()) == []
+    missing = run("inbox", "--maildir", project / "nowhere")
+    assert missing.exit_code == 1 and "is not a Maildir" in missing.output
+    assert "Traceback" not in missing.output
