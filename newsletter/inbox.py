@@ -2,7 +2,9 @@
 
 Each message of a Maildir or an mbox is one of:
 
-- a bounce: `flufl.bounce` (GNU Mailman's detectors, which know the many
+- a bounce: one sent to our signed return path (VERP, `bounce_address`) is
+  that recipient's and that issue's, whatever the DSN names or fails to name;
+  otherwise `flufl.bounce` (GNU Mailman's detectors, which know the many
   dialects of delivery failure) names the failed addresses; the RFC 3464
   `message/delivery-status` part, when there is one, gives each its status
   code and diagnostic text. 5.x.x is hard (no such user, no such domain) and
@@ -45,6 +47,7 @@ from pathlib import Path
 
 from flufl.bounce import all_failures
 
+from . import verp
 from .errors import NewsletterError, Problem
 from .ledger import mailed
 from .message import message_id_digest
@@ -108,14 +111,33 @@ class Recipients:
         self._path = ledger_path(root)
         self._by_digest: dict[str, tuple[str, str]] | None = None
         self._addresses: set[str] = set()
+        self._by_row: dict[int, tuple[str, str]] = {}
 
     def _load(self) -> dict[str, tuple[str, str]]:
         if self._by_digest is None:
             self._by_digest = {}
-            for issue, address in mailed(self._path):
+            for row_id, issue, address in mailed(self._path):
                 self._by_digest[message_id_digest(issue, address)] = (issue, address)
                 self._addresses.add(address_key(address))
+                self._by_row[row_id] = (address, issue)
         return self._by_digest
+
+    def recipient(self, row_id: int) -> tuple[str, str] | None:
+        """(email, issue) of a ledger row whose message went out: what a return path refers to."""
+        self._load()
+        return self._by_row.get(row_id)
+
+    def by_return_path(self, message: email.message.Message, secret: str | None) -> tuple[str, str] | None:
+        """(issue, email) that the address this message was sent to stands for, when it is one of our signed
+        return paths (VERP): the one match a mangled DSN cannot spoil, and a forged one cannot make."""
+        if not secret:
+            return None
+        for value in _headers(message, *RETURN_PATH_HEADERS):
+            for _, address in email.utils.getaddresses([value]):
+                found = verp.recipient(self, secret, address)
+                if found is not None:
+                    return found[1], found[0]
+        return None
 
     def by_message_id(self, text: str) -> tuple[str, str] | None:
         found = self._load()
@@ -146,11 +168,33 @@ def classify(
                 failed[address] = "hard" if status.startswith("5") else "soft"
     # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
     # failure is told apart by who sent it.
+    returned = recipients.by_return_path(message, secret)
+    if returned and (failed or report is not None or _from_mail_system(message)):
+        return [_bounce_to_return_path(message, returned, failed, report or {})]
     if failed and (report is not None or _from_mail_system(message) or not _auto_reply(message)):
         return _bounces(message, failed, report or {}, recipients)
     if report is None and _auto_reply(message, loose=True):
         return [Decision("auto-reply", evidence=_facts(message))]
     return _unsubscribe(message, site, secret)
+
+
+def _bounce_to_return_path(
+    message: email.message.Message, returned: tuple[str, str], failed: dict[str, str], report: dict
+) -> Decision:
+    """A bounce sent to one recipient's return path: theirs, whatever address the DSN names (a forward, an
+    alias) or fails to name. Hard when the server said 5.x.x (or the detector found a permanent failure);
+    soft when it said nothing it is sure of: a score, not a suppression at once."""
+    issue, address = returned
+    status, diagnostic = report.get(address) or next(iter(report.values()), (None, None))
+    statuses = [s for s, _ in report.values() if s]
+    hard = any(s.startswith("5") for s in statuses) or (not statuses and "hard" in failed.values())
+    kind = "hard" if hard else "soft"
+    facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "matched": "return path"}
+    return Decision(kind, address, issue, facts)
+
+
+# Where the address a bounce was delivered to shows (the envelope recipient, which is our return path).
+RETURN_PATH_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
 
 
 def _bounces(

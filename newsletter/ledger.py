@@ -486,9 +486,9 @@ def sent_issues(path: Path, identities: Iterable[str]) -> set[str]:
         db.close()
 
 
-def mailed(path: Path) -> Iterator[tuple[str, str]]:
-    """(issue, email) of every message the ledger at `path` records as sent or maybe sent: whom a bounce can
-    be for. Read-only, and without making the file (a project that never sent has nobody to bounce)."""
+def mailed(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(row id, issue, email) of every message the ledger at `path` records as sent or maybe sent: whom a
+    bounce can be for. Read-only, and without making the file (a project that never sent has nobody to bounce)."""
     if not path.is_file():
         return
     try:
@@ -497,7 +497,7 @@ def mailed(path: Path) -> Iterator[tuple[str, str]]:
         raise NewsletterError(Problem(path, ledger_problem(exc))) from None
     try:
         yield from db.execute(
-            "SELECT issue, email FROM deliveries WHERE state IN (?, ?)", (DeliveryState.SENT, DeliveryState.SENDING)
+            "SELECT id, issue, email FROM deliveries WHERE state IN (?, ?)", (DeliveryState.SENT, DeliveryState.SENDING)
         )
     except sqlite3.Error as exc:
         raise NewsletterError(Problem(path, ledger_problem(exc))) from None

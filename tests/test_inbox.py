@@ -246,3 +246,30 @@ def test_bad_input_is_left_alone_and_a_missing_mailbox_is_a_clear_message(projec
     missing = run("inbox", "--maildir", project / "nowhere")
     assert missing.exit_code == 1 and "is not a Maildir" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_a_bounce_to_a_return_path_is_that_recipient_s_however_mangled_the_dsn(project, run, smtp_server, inbox):
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text(encoding="utf-8") + "bounce_address: bounces@example.org\n", encoding="utf-8")
+    _send_seed(project, run, inbox)
+    return_paths = {rcpts[0]: mail_from for mail_from, rcpts in inbox.envelopes}
+    # The DSN names an address we never wrote to (a forward) and quotes no Message-ID; only the
+    # address it was delivered to, bob's return path, says whose it is.
+    mangled = (
+        _bounce(inbox.by_recipient("bob@example.org"), "old-bob@forward.example.net", "5.1.1", "User unknown")
+        .replace(b"To: roundup@example.org\n", f"To: {return_paths['bob@example.org']}\n".encode())
+        .replace(inbox.by_recipient("bob@example.org")["Message-ID"].encode(), b"<lost@mx.example.net>")
+    )
+    token = return_paths["cat@example.org"].split("+", 1)[1].split("@")[0]
+    forged = mangled.replace(
+        return_paths["bob@example.org"].encode(),
+        return_paths["cat@example.org"].replace(token, token[:-1] + ("a" if token[-1] != "a" else "b")).encode(),
+    ).replace(b"<bounce.", b"<forged.")
+    result = run("inbox", "--maildir", _maildir(project, [mangled, forged]))
+    assert result.exit_code == 0, result.output
+    with SuppressionStore.open(project) as store:
+        bob = store.get("bob@example.org")
+        assert bob is not None and bob.why == Why.BOUNCE and bob.issue == SEED
+        assert bob.evidence["matched"] == "return path" and bob.evidence["status"] == "5.1.1"
+        assert store.get("cat@example.org") is None  # a return path with one character changed is no one's
+        assert store.get("old-bob@forward.example.net") is None
