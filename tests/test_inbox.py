@@ -273,3 +273,24 @@ def test_a_bounce_to_a_return_path_is_that_recipient_s_however_mangled_the_dsn(p
         assert bob.evidence["matched"] == "return path" and bob.evidence["status"] == "5.1.1"
         assert store.get("cat@example.org") is None  # a return path with one character changed is no one's
         assert store.get("old-bob@forward.example.net") is None
+
+
+def test_status_shows_the_issue_s_bounces_unsubscribes_and_bounce_rate(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    path = _maildir(
+        project,
+        [
+            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
+            _bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
+            _bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"),
+        ],
+    )
+    assert run("inbox", "--maildir", path).exit_code == 0
+    with SuppressionStore.open(project) as store:
+        store.add("ann@example.org", Why.ONE_CLICK, issue=SEED)
+        store.add("eve@example.org", Why.PAGE, issue="another-issue")  # another issue's: not this one's
+
+    result = run("status", ISSUE)
+    assert result.exit_code == 0, result.output
+    assert "bounces: 2 hard, 1 soft (bounce rate 75.0% of 4 sent)" in result.output
+    assert "unsubscribes: 1 one-click, 0 page, 0 mailto" in result.output
