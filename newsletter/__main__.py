@@ -270,11 +270,19 @@ def archive(out: Path) -> None:
 @cli.command()
 @click.option("--maildir", type=click.Path(path_type=Path), help="A Maildir to read (where a local Postfix delivers).")
 @click.option("--mbox", type=click.Path(path_type=Path), help="An mbox file to read; it is never changed.")
-def inbox(maildir: Path | None, mbox: Path | None) -> None:
-    """Read bounces, auto-replies and mailed unsubscribes once; suppress who must not be mailed again."""
+@click.option("--watch", is_flag=True, help="Keep reading, a line per decision, until Ctrl-C.")
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds between reads with --watch.",
+)
+def inbox(maildir: Path | None, mbox: Path | None, watch: bool, every: float) -> None:
+    """Read bounces, auto-replies and mailed unsubscribes; suppress who must not be mailed again."""
     from .commands import inbox
 
-    inbox.inbox_command(maildir=maildir, mbox=mbox, console=ClickConsole())
+    inbox.inbox_command(maildir=maildir, mbox=mbox, console=ClickConsole(), watch=watch, every=every)
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ import mailbox
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,8 +339,15 @@ def bounce_day(message: email.message.Message) -> str:
 
 
 def read_mailbox(
-    box: mailbox.Mailbox, path: Path, root: Path, site: Site, *, move_to: mailbox.Maildir | None = None
+    box: mailbox.Mailbox,
+    path: Path,
+    root: Path,
+    site: Site,
+    *,
+    move_to: mailbox.Maildir | None = None,
+    on_decision: Callable[[Decision], None] | None = None,
 ) -> Summary:
+    """Read every message once, recording each decision (then `on_decision`, told as it is recorded)."""
     summary = Summary()
     recipients = Recipients(root)
     secret = secret_from_env()
@@ -369,6 +376,8 @@ def read_mailbox(
                         why=Why.MAILTO if decision.kind == "mailto" else Why.BOUNCE,
                     )
                     summary.kinds[decision.kind] += 1
+                    if on_decision is not None:
+                        on_decision(decision)
             if move_to is not None and isinstance(box, mailbox.Maildir):
                 summary.moved += _move(box, key, move_to, path, summary)
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .delivery import Outcome
@@ -17,6 +17,7 @@ from .ledger import IssueRecord, Ledger, refuse_an_interrupted_restore
 from .project import open_project
 from .slug import slug_for
 from .state import ledger_path, move_old_ledger
+from .suppressions import SuppressionStore, store_path
 from .text import printable
 
 
@@ -33,6 +34,7 @@ class LedgerReport:
     versions: list[tuple[str, int, float]]  # (content, recipients, first sent), oldest first
     current: str | None  # the content the latest run sent
     notices: list[Problem]
+    feedback: dict[str, int] = field(default_factory=dict)  # `SuppressionStore.issue_feedback` of the issue
 
     def lines(self) -> list[str]:
         """Counts per state, the versions sent, and who failed, is uncertain or invalid (the notices apart)."""
@@ -46,6 +48,7 @@ class LedgerReport:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(first))
                 current = ", the current one" if content == self.current else ""
                 out.append(f"  {content}  {n} recipients, from {when}{current}")
+        out += self._feedback_lines()
         for title, rows in (
             (DeliveryState.FAILED, self.failures),
             ("uncertain (may or may not have it)", self.uncertain),
@@ -57,6 +60,18 @@ class LedgerReport:
                     shown = printable(email) if email else "(empty)"
                     out.append(f"  {shown}  (list line {line}, {attempts} attempts): {printable(reply)}")
         return out
+
+    def _feedback_lines(self) -> list[str]:
+        """Bounces and unsubscribes that came back for the issue, and the bounce rate over those it was sent to."""
+        f = self.feedback
+        if not f:
+            return []
+        sent = self.counts.get(DeliveryState.SENT, 0)
+        rate = f"{100 * f['bounced'] / sent:.1f}% of {sent} sent" if sent else "nothing sent"
+        return [
+            f"\nbounces: {f['hard']} hard, {f['soft']} soft (bounce rate {rate})",
+            f"unsubscribes: {f['one-click']} one-click, {f['page']} page, {f['mailto']} mailto",
+        ]
 
 
 def ledger_report(issue_path: Path) -> LedgerReport:
@@ -86,7 +101,16 @@ def ledger_report(issue_path: Path) -> LedgerReport:
             ledger.versions(identity),
             record.content if record else None,
             notices,
+            _feedback(root, identity),
         )
+
+
+def _feedback(root: Path, issue: str) -> dict[str, int]:
+    """The suppression store's figures for the issue; none when there is no store (nothing came back yet)."""
+    if not store_path(root).exists():
+        return {}
+    with SuppressionStore.open(root) as store:
+        return store.issue_feedback(issue)
 
 
 def _declared_id(issue_path: Path) -> str | None:

@@ -82,6 +82,8 @@ class Why(StrEnum):
     IMPORT = "import"  # `newsletter suppressions import`, or the project's suppressions.csv
 
 
+# How someone unsubscribes themselves, as `newsletter status` counts them per issue.
+_UNSUBSCRIBES = (Why.ONE_CLICK, Why.PAGE, Why.MAILTO)
 # What the person did on the web: the undo is for these; any other record replaces them (see the module's doc).
 _FROM_THE_WEB = (Why.ONE_CLICK, Why.PAGE)
 # Upserts that replace a row from the web with a later record of another kind; the INSERT after them adds the rest.
@@ -227,6 +229,27 @@ class SuppressionStore:
             "SELECT message, email, kind, issue, suppressed, evidence FROM inbox_decisions ORDER BY at, rowid", ()
         )
         return [(m, e, k, i, bool(s), json.loads(ev)) for m, e, k, i, s, ev in found]
+
+    def issue_feedback(self, issue: str) -> dict[str, int]:
+        """What came back for one issue: addresses that bounced hard or soft (one address bounced both ways
+        counts once in `bounced`), and unsubscribes by how they were made, as recorded for that issue."""
+        found = {"hard": 0, "soft": 0, "bounced": 0} | {str(why): 0 for why in _UNSUBSCRIBES}
+        bounces = self._read(
+            "SELECT kind, COUNT(DISTINCT address) FROM inbox_decisions WHERE issue = ? AND kind IN ('hard', 'soft') "
+            "GROUP BY kind UNION ALL SELECT 'bounced', COUNT(DISTINCT address) FROM inbox_decisions "
+            "WHERE issue = ? AND kind IN ('hard', 'soft')",
+            (issue, issue),
+        )
+        # A mailed unsubscribe whose address was already suppressed leaves no row of its own: its decision counts.
+        left = self._read(
+            "SELECT why, COUNT(*) FROM suppressions WHERE issue = ? AND why IN ('one-click', 'page') GROUP BY why "
+            "UNION ALL SELECT 'mailto', COUNT(DISTINCT address) FROM inbox_decisions "
+            "WHERE issue = ? AND kind = 'mailto'",
+            (issue, issue),
+        )
+        for kind, n in bounces + left:
+            found[kind] = n
+        return found
 
     def score(self, email: str) -> float:
         """The address's bounce score: the points of each day it bounced, added up."""

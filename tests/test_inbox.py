@@ -11,6 +11,8 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ from newsletter.inbox import Recipients, classify
 from newsletter.project import open_project
 from newsletter.suppressions import SuppressionStore, Why
 
-from .support import SECRET, SEED, write_issue, write_list
+from .support import SECRET, SEED, cli_command, cli_env, write_issue, write_list
+from .timed_lines import TimedLines
 
 DATA = Path(__file__).parent / "data" / "bounces"
 ISSUE = f"issues/{SEED}.yaml"
@@ -273,3 +276,55 @@ def test_a_bounce_to_a_return_path_is_that_recipient_s_however_mangled_the_dsn(p
         assert bob.evidence["matched"] == "return path" and bob.evidence["status"] == "5.1.1"
         assert store.get("cat@example.org") is None  # a return path with one character changed is no one's
         assert store.get("old-bob@forward.example.net") is None
+
+
+def test_status_shows_the_issue_s_bounces_unsubscribes_and_bounce_rate(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    path = _maildir(
+        project,
+        [
+            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
+            _bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
+            _bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"),
+        ],
+    )
+    assert run("inbox", "--maildir", path).exit_code == 0
+    with SuppressionStore.open(project) as store:
+        store.add("ann@example.org", Why.ONE_CLICK, issue=SEED)
+        store.add("eve@example.org", Why.PAGE, issue="another-issue")  # another issue's: not this one's
+
+    result = run("status", ISSUE)
+    assert result.exit_code == 0, result.output
+    assert "bounces: 2 hard, 1 soft (bounce rate 75.0% of 4 sent)" in result.output
+    assert "unsubscribes: 1 one-click, 0 page, 0 mailto" in result.output
+
+
+def test_watch_prints_each_decision_as_it_comes_and_stops_on_ctrl_c(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    path = _maildir(project, [])
+    process = subprocess.Popen(
+        cli_command("inbox", "--maildir", path, "--watch", "--every", "0.2"),
+        cwd=project,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = TimedLines(process.stdout)
+        lines.until(r"^inbox: watching .* every 0\.2 s")
+        # The bounce arrives after the watch began: it is read on a later round, not the first.
+        mailbox.Maildir(path).add(
+            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
+        )
+        found = lines.until(r"bob@example\.org")
+        assert found.string.split() == ["bob@example.org", "hard", SEED]
+        with SuppressionStore.open(project) as store:
+            assert store.get("bob@example.org") is not None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert lines.rest().rstrip().endswith("stopped")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
