@@ -34,7 +34,6 @@ from urllib.parse import quote, unquote
 from xml.etree import ElementTree as ET
 
 import jinja2
-import jinja2.sandbox
 
 from .errors import NewsletterError, Problem
 from .files import write_atomically
@@ -42,7 +41,7 @@ from .ledger import sent_issues
 from .model import Issue, Site
 from .pipeline import check
 from .project import Project, default_templates
-from .render import _render_template
+from .render import _render_template, page_environment
 from .slug import why_not_a_name
 from .state import ledger_path
 from .validation import load_site
@@ -406,16 +405,8 @@ def _remove_unpublished(out: Path, names: Iterable[str]) -> None:
 
 def _environment(templates: Path) -> jinja2.Environment:
     # The project's own archive.html.j2 if it has one, else the shipped one (a project made before
-    # the archive has email templates only). In the sandbox, as the email templates are.
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(templates), jinja2.FileSystemLoader(default_templates())]),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["long_date"] = lambda d: f"{d.day} {d:%B %Y}"
-    return env
+    # the archive has email templates only).
+    return page_environment(templates, default_templates())
 
 
 def _timestamp(date: dt.date) -> str:

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import jinja2
-import jinja2.sandbox
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -45,7 +43,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .archive import Archive
 from .errors import NewsletterError, Problem
 from .project import Project
-from .suppressions import SuppressionStore, Why
+from .render import long_date, page_environment
+from .suppressions import SuppressionStore, Why, parse_when
 from .text import printable
 from .unsubscribe import export_key, read_signed
 
@@ -186,13 +185,7 @@ class Pages:
     """The app's own pages, in the newsletter's look: a sandboxed, autoescaped Jinja template."""
 
     def __init__(self, project: Project) -> None:
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(PACKAGE_DIR),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        env = page_environment(PACKAGE_DIR)
         site = project.site
         self.site = site
         # One stylesheet for every page, inline and allowed by its hash: no file to serve, no 'unsafe-inline'.
@@ -312,7 +305,7 @@ class Public:
             at = time.time()
             new = await run_in_threadpool(self._suppress, address, Why.PAGE, at, issue)
             undo = make_undo(self.secret, self.list_id, address, at) if new else ""
-            until = dt.datetime.fromtimestamp(at + UNDO_DAYS * 86400, dt.UTC).strftime("%-d %B %Y")
+            until = long_date(dt.datetime.fromtimestamp(at + UNDO_DAYS * 86400, dt.UTC))
             return self.page(
                 200, "done", "You are unsubscribed", address=address, undo=undo, undo_until=until, token_page=True
             )
@@ -355,7 +348,7 @@ class Public:
         since = None
         values = [value for name, value in query if name == "since"]
         if values:
-            since = _timestamp(values[-1])
+            since = parse_when(values[-1])
             if since is None:
                 raise _Refused(400, "Bad date", "since= must be a date or time in ISO 8601, such as 2024-05-01T00:00Z.")
         body = await run_in_threadpool(self._csv, since)
@@ -477,16 +470,6 @@ async def _read_form(request: Request) -> dict[str, str]:
         return {name.strip(_SPACE): value.strip(_SPACE) for name, value in pairs}
     except (ValueError, HTTPException):
         raise _Refused(400, "Bad form", "The form could not be read; nothing was changed.") from None
-
-
-def _timestamp(text: str) -> float | None:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 # -- what every response carries, and the access log ------------------------------------

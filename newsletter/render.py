@@ -6,6 +6,7 @@ never once per subscriber. What differs per subscriber is left as slots.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -93,9 +94,27 @@ def environment(templates: Path) -> jinja2.Environment:
     env.filters["markdown_inline"] = lambda s: markdown.to_html(s, inline=True)
     env.filters["markdown_text"] = markdown.to_text
     env.filters["wrap"] = markdown.wrap
-    # "3 May 2021" on every platform (strftime's %-d is glibc's own); English for now.
-    env.filters["long_date"] = lambda d: f"{d.day} {d:%B %Y}"
+    env.filters["long_date"] = long_date
     return env
+
+
+def page_environment(*folders: Path) -> jinja2.Environment:
+    """The sandboxed Jinja environment of the web pages (the archive's, the unsubscribe page's): HTML, so
+    everything escaped; the first folder holding a template wins."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(folder) for folder in folders]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["long_date"] = long_date
+    return env
+
+
+def long_date(day: dt.date) -> str:
+    """ "3 May 2021" on every platform (strftime's %-d is glibc's own); English for now."""
+    return f"{day.day} {day:%B %Y}"
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
