@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from send_throughput import SEED, make_project, start_sink
+from send_throughput import SEED, make_project, run_timed, start_sink
 
 from newsletter.ledger import mailed
 from newsletter.message import message_id_digest
@@ -105,14 +105,8 @@ def baseline(path: Path) -> tuple[float, int]:
 def inbox(project: Path, path: Path, env: dict[str, str]) -> tuple[float, int, str]:
     """(seconds for the whole process, its peak RSS in KB, its summary line)."""
     command = [sys.executable, "-m", "newsletter", "inbox", "--maildir", str(path)]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    output = process.stdout.read().decode() if process.stdout else ""
-    if status != 0:
-        raise SystemExit(f"newsletter inbox failed:\n{output}")
-    return seconds, usage.ru_maxrss, output.strip().splitlines()[-1]
+    seconds, peak, output = run_timed(command, project, env)
+    return seconds, peak, output.strip().splitlines()[-1]
 
 
 def main() -> None:

@@ -106,17 +106,24 @@ def newsletter_send(project: Path, port: int, connections: int) -> tuple[float, 
         "--connections",
         str(connections),
     ]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
-    whole = time.perf_counter() - start
-    output = process.stdout.read().decode() if process.stdout else ""
-    if status != 0:
-        raise SystemExit(f"newsletter send failed:\n{output}")
+    whole, peak, output = run_timed(command, project, env)
     found = re.search(r"sent (\d+), failed (\d+) in ([\d.]+) s", output)
     assert found, output
     sent, seconds = int(found.group(1)), float(found.group(3))
-    return sent / seconds, sent / whole, usage.ru_maxrss
+    return sent / seconds, sent / whole, peak
+
+
+def run_timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:
+    """(seconds, peak RSS in KB, output) of `command` as a whole process; SystemExit if it fails."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Read the output to its end before waiting: a child that fills the pipe would otherwise never end.
+    output = process.stdout.read().decode() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{' '.join(command[2:4])} failed:\n{output}")
+    return seconds, usage.ru_maxrss, output
 
 
 def main() -> None:
