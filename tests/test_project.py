@@ -38,7 +38,9 @@ def run_ci(tmp_path: Path, failing: str = "(nothing)") -> tuple[subprocess.Compl
     tools.mkdir()
     for tool in ("apt-get", "python3"):
         (tools / tool).write_text(
-            f'#!/bin/sh\necho "{tool} $*" >> "$CALLS"\ncase "{tool} $*" in "$FAILING"*) exit 5 ;; esac\nexit 0\n'
+            # An environment assignment before a command (DEBIAN_FRONTEND=...) is written down as the shell reads it.
+            f'#!/bin/sh\necho "${{DEBIAN_FRONTEND:+DEBIAN_FRONTEND=$DEBIAN_FRONTEND }}{tool} $*" >> "$CALLS"\n'
+            f'case "{tool} $*" in "$FAILING"*) exit 5 ;; esac\nexit 0\n'
         )
         (tools / tool).chmod(0o755)
     calls = tmp_path / "calls"
