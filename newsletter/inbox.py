@@ -330,12 +330,15 @@ def message_key(message: email.message.Message, data: bytes) -> str:
 
 
 def bounce_day(message: email.message.Message) -> str:
-    """The day a bounce counts for: its Date, else today (UTC)."""
+    """The day a bounce counts for: its Date, else today (UTC); never after today, so that a bounce dated in the
+    future cannot stand as the latest and keep every real one from counting."""
+    now = dt.datetime.now(dt.UTC)
     try:
         when = email.utils.parsedate_to_datetime(str(message.get("Date", "")))
-    except (TypeError, ValueError, IndexError):
+        when = min((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC), now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         when = None
-    return (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date().isoformat()
+    return (when or now).date().isoformat()
 
 
 def read_mailbox(
@@ -373,6 +376,7 @@ def read_mailbox(
                         evidence=decision.evidence,
                         day=day,
                         threshold=site.inbox.soft_bounce_threshold,
+                        resets_after=site.inbox.score_resets_after_days,
                         why=Why.MAILTO if decision.kind == "mailto" else Why.BOUNCE,
                     )
                     summary.kinds[decision.kind] += 1

@@ -284,6 +284,11 @@ class Smtp(_Strict):
     username: Line | None = None
 
 
+# GNU Mailman's bounce_info_stale_after: a score whose last bounce is this many days older than the next one starts
+# again from 0, so that a mailbox full once a month does not add up to a suppression over a year.
+SCORE_RESETS_AFTER_DAYS = 7
+
+
 class Inbox(_Strict):
     """How `newsletter inbox` reads bounces and mailed unsubscribes."""
 
@@ -291,6 +296,11 @@ class Inbox(_Strict):
         3.0,
         description="suppress an address once its bounce score reaches this (GNU Mailman's rule: a hard bounce "
         "adds 1, a soft one 0.5, at most once a day)",
+    )
+    score_resets_after_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        SCORE_RESETS_AFTER_DAYS,
+        description="a bounce score starts again from 0 when the address's last bounce is more than this many days "
+        "older than the next (GNU Mailman's bounce_info_stale_after)",
     )
     processed_folder: Annotated[str, StringConstraints(pattern=r"^\.?[A-Za-z0-9][A-Za-z0-9_-]*$")] = Field(
         ".Processed", description="the Maildir sub-folder recognised messages are moved into"

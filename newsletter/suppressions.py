@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import NewsletterError, Problem
+from .model import SCORE_RESETS_AFTER_DAYS
 from .state import STATE_DIR, make_state_folder
 from .subscribers import address_key
 
@@ -184,16 +185,18 @@ class SuppressionStore:
         evidence: dict | None = None,
         day: str = "",
         threshold: float = 0.0,
+        resets_after: int = SCORE_RESETS_AFTER_DAYS,
         why: Why = Why.BOUNCE,
     ) -> bool:
         """Record what `inbox` decided of one message about `email` and act on it, all in one transaction; True
         if it decided to suppress the address. Nothing happens for a (message, address) recorded before.
 
-        `hard` suppresses at once, `mailto` too; `soft` adds to the address's score (once per `day`) and
-        suppresses once it reaches `threshold`; `unknown` and `auto-reply` only record.
+        `hard` suppresses at once, `mailto` too; `soft` adds to the address's score (once per `day`; see `score`)
+        and suppresses once it reaches `threshold`; `unknown` and `auto-reply` only record.
         """
         address = address_key(email) if email else ""
         now = time.time()
+        day = day or dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
         facts = json.dumps(evidence or {})
         try:
             with self._db:
@@ -209,7 +212,7 @@ class SuppressionStore:
                         "ON CONFLICT (address, day) DO UPDATE SET points = MAX(points, excluded.points)",
                         (address, day, BOUNCE_SCORES[kind]),
                     )
-                    suppress = suppress or self._score(address) >= threshold
+                    suppress = suppress or self._score(address, resets_after) >= threshold
                 if suppress:
                     row = (email.strip(), now, str(why), issue, facts)
                     self._db.execute(_REPLACE, (*row, address))
@@ -251,20 +254,37 @@ class SuppressionStore:
             found[kind] = n
         return found
 
-    def score(self, email: str) -> float:
-        """The address's bounce score: the points of each day it bounced, added up."""
-        return self._read("SELECT COALESCE(SUM(points), 0) FROM bounce_days WHERE address = ?", (address_key(email),))[
-            0
-        ][0]
+    def score(self, email: str, resets_after: int = SCORE_RESETS_AFTER_DAYS) -> float:
+        """The address's bounce score: the points of each day it bounced, added up back from its latest bounce
+        until a gap of more than `resets_after` days (whatever the order the bounces were read in)."""
+        try:
+            return self._score(address_key(email), resets_after)
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot read the suppression store: {exc}")) from None
 
-    def _score(self, address: str) -> float:
-        return self._db.execute(
-            "SELECT COALESCE(SUM(points), 0) FROM bounce_days WHERE address = ?", (address,)
-        ).fetchone()[0]
+    def _score(self, address: str, resets_after: int) -> float:
+        days = self._db.execute(
+            "SELECT day, points FROM bounce_days WHERE address = ? ORDER BY day DESC", (address,)
+        ).fetchall()
+        total, later = 0.0, None
+        for day, points in days:
+            when = dt.date.fromisoformat(day)
+            if later is not None and (later - when).days > resets_after:
+                break
+            total, later = total + points, when
+        return total
 
     def remove(self, email: str) -> bool:
-        """Take `email` off the store (a resubscribe, or a wrong call undone); True if it was there."""
-        return bool(self._write("DELETE FROM suppressions WHERE address = ?", (address_key(email),)))
+        """Take `email` off the store (a resubscribe, or a wrong call undone), with its bounce score, so that the
+        next soft bounce starts from 0 rather than suppressing again at once; True if it was there."""
+        address = address_key(email)
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM bounce_days WHERE address = ?", (address,))
+                return bool(self._db.execute("DELETE FROM suppressions WHERE address = ?", (address,)).rowcount)
+        except sqlite3.Error as exc:
+            raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
 
     def remove_if(self, email: str, why: Why, at: float) -> bool:
         """Take `email` off the store only if its row is still the one recorded for `why` at `at`; True if it was.
