@@ -273,7 +273,7 @@ def archive(out: Path) -> None:
 @click.option("--watch", is_flag=True, help="Keep reading, a line per decision, until Ctrl-C.")
 @click.option(
     "--every",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=86400),
     default=60.0,
     show_default=True,
     help="Seconds between reads with --watch.",

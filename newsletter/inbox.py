@@ -37,6 +37,7 @@ import email.message
 import email.policy
 import email.utils
 import hashlib
+import logging
 import mailbox
 import os
 import re
@@ -44,11 +45,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from flufl.bounce import all_failures
 
 from . import verp
 from .errors import NewsletterError, Problem
+from .files import open_regular
 from .ledger import mailed
 from .message import message_id_digest
 from .model import Site
@@ -56,6 +59,11 @@ from .state import ledger_path
 from .subscribers import address_key
 from .suppressions import SuppressionStore, Why
 from .unsubscribe import read_signed, secret_from_env
+
+# flufl.bounce logs a traceback for every detector that trips over a malformed message; the message is then
+# simply not that detector's kind, which the summary already says.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
 
 # Only the start of a message is read: a DSN's report and delivery-status come before the returned message,
 # and a 20 MB bounce must not take 20 MB (or more, parsed) to classify.
@@ -394,8 +402,11 @@ def _messages(box: mailbox.Mailbox, path: Path, summary: Summary) -> Iterator[tu
         raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
     for key in keys:
         try:
-            with box.get_file(key) as file:
+            with _open_message(box, key) as file:
                 data = file.read(READ_LIMIT)
+        except NewsletterError as exc:
+            summary.notes.append(f"message {key} left alone: {exc}")
+            continue
         except KeyError:
             summary.notes.append(f"message {key} went away while reading; left to the next run")
             continue
@@ -409,6 +420,13 @@ def _messages(box: mailbox.Mailbox, path: Path, summary: Summary) -> Iterator[tu
         except OSError as exc:
             raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
         yield key, data
+
+
+def _open_message(box: mailbox.Mailbox, key: str) -> BinaryIO:
+    if isinstance(box, mailbox.Maildir):
+        # Not box.get_file: a FIFO dropped among the messages would block it for ever.
+        return open_regular(Path(box._path) / box._lookup(key), "message")
+    return box.get_file(key)
 
 
 def _move(box: mailbox.Maildir, key: str, folder: mailbox.Maildir, path: Path, summary: Summary) -> int:

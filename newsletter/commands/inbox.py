@@ -20,8 +20,8 @@ def inbox_command(
     is recorded, until Ctrl-C."""
     if (maildir is None) == (mbox is None):
         raise NewsletterError("inbox: give one of --maildir PATH or --mbox PATH")
-    if every <= 0:
-        raise NewsletterError("inbox: --every must be a number of seconds above 0")
+    if not 0 < every <= 86400:  # nan too
+        raise NewsletterError("inbox: --every must be a number of seconds above 0, at most a day (86400)")
     project = open_project()
 
     def read_once(on_decision=None) -> Summary:

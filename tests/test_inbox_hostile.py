@@ -1,0 +1,39 @@
+"""`inbox` against what a careless or hostile mailbox holds: pipes and devices among the messages, headers that
+trip the bounce library's detectors, and nonsense for --every."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .support import run_cli
+from .test_inbox import _files, _maildir
+
+
+def test_a_fifo_or_a_device_among_the_messages_is_left_alone_and_the_rest_is_read(project):
+    path = _maildir(project, [b"From: person@example.org\nSubject: hello\nMessage-ID: <p@x>\n\nHi!\n"])
+    os.mkfifo(path / "new" / "1.fifo")  # opening it would wait for ever for a writer
+    (path / "new" / "2.zero").symlink_to("/dev/zero")  # reading it would never end
+    before = _files(path)
+    done = run_cli(project, "inbox", "--maildir", path, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "1 read" in done.stdout and "1 left alone" in done.stdout
+    assert "1.fifo left alone" in done.stderr and "named pipe" in done.stderr
+    assert "2.zero left alone" in done.stderr and "not a regular file" in done.stderr
+    assert _files(path) == before
+
+
+def test_a_message_that_trips_a_bounce_detector_prints_no_traceback(project):
+    # An empty From makes one of flufl.bounce's detectors raise; it logs the traceback unless told not to.
+    path = _maildir(project, [b"From: \nSubject: Returned mail\nMessage-ID: <r@x>\n\nUser unknown\n"])
+    done = run_cli(project, "inbox", "--maildir", path, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "1 left alone" in done.stdout
+
+
+@pytest.mark.parametrize("every", ["0", "-1", "nan", "inf", "1e308"])
+def test_every_must_be_a_sensible_number_of_seconds(project, run, every):
+    result = run("inbox", "--maildir", _maildir(project, []), "--watch", "--every", every)
+    assert result.exit_code in (1, 2)  # 2: Click's own usage error, for what its range check sees
+    assert "--every" in result.output and "Traceback" not in result.output
