@@ -51,10 +51,7 @@ def smtp_server(inbox, project, monkeypatch):
 
     handler = Recorder(inbox)
     controller = start(handler)
-    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
-    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    _send_to(monkeypatch, controller.port)
     yield handler
     controller.stop()
 
@@ -63,11 +60,15 @@ def smtp_server(inbox, project, monkeypatch):
 def raw_server(project, monkeypatch):
     """A bare SMTP server on 127.0.0.1 that keeps each message's DATA exactly as sent, which the project sends to."""
     from .raw_smtp import RawSMTP
-    from .support import SECRET
 
     with RawSMTP() as server:
-        monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-        monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+        _send_to(monkeypatch, server.port)
         yield server
+
+
+def _send_to(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """The project sends in plain SMTP to 127.0.0.1:`port`, with the test key."""
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
