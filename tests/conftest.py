@@ -66,6 +66,22 @@ def raw_server(project, monkeypatch):
         yield server
 
 
+@pytest.fixture
+def postfix(tmp_path):
+    """A real Postfix on 127.0.0.1 with a throwaway configuration (tests/postfix.py); its log ends in tmp_path."""
+    from .postfix import running
+
+    with running(keep_log=tmp_path / "postfix.log") as server:
+        yield server
+
+
+@pytest.fixture
+def postfix_relay(postfix, project, monkeypatch):
+    """`postfix`, which the project sends through."""
+    _send_to(monkeypatch, postfix.port)
+    return postfix
+
+
 def _send_to(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     """The project sends in plain SMTP to 127.0.0.1:`port`, with the test key."""
     monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
