@@ -51,10 +51,7 @@ def smtp_server(inbox, project, monkeypatch):
 
     handler = Recorder(inbox)
     controller = start(handler)
-    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
-    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    _send_to(monkeypatch, controller.port)
     yield handler
     controller.stop()
 
@@ -63,11 +60,31 @@ def smtp_server(inbox, project, monkeypatch):
 def raw_server(project, monkeypatch):
     """A bare SMTP server on 127.0.0.1 that keeps each message's DATA exactly as sent, which the project sends to."""
     from .raw_smtp import RawSMTP
-    from .support import SECRET
 
     with RawSMTP() as server:
-        monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(server.port))
-        monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
-        monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+        _send_to(monkeypatch, server.port)
         yield server
+
+
+@pytest.fixture
+def postfix(tmp_path):
+    """A real Postfix on 127.0.0.1 with a throwaway configuration (tests/postfix.py); its log ends in tmp_path."""
+    from .postfix import running
+
+    with running(keep_log=tmp_path / "postfix.log") as server:
+        yield server
+
+
+@pytest.fixture
+def postfix_relay(postfix, project, monkeypatch):
+    """`postfix`, which the project sends through."""
+    _send_to(monkeypatch, postfix.port)
+    return postfix
+
+
+def _send_to(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    """The project sends in plain SMTP to 127.0.0.1:`port`, with the test key."""
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)

@@ -2,8 +2,9 @@
 
 The samples in tests/data/bounces/ are written from published examples of
 each sender's bounces (Postfix, Exim, Gmail, Outlook/Exchange) and
-auto-replies; the end-to-end tests send the seed issue to a real SMTP
-server first, so the ledger knows whom it mailed.
+auto-replies, but for postfix-pipe-user-unknown.eml, which a real Postfix
+wrote (test_inbox_postfix.py); the end-to-end tests send the seed issue to
+a real SMTP server first, so the ledger knows whom it mailed.
 """
 
 from __future__ import annotations
@@ -35,24 +36,39 @@ def _classify(project: Path, name: str):
 
 
 @pytest.mark.parametrize(
-    ("sample", "bounce", "failed", "status"),
+    ("sample", "bounce", "failed", "status", "said"),
     [
-        ("postfix-no-such-user.eml", "hard", "nosuchuser@example.net", "5.1.1"),
-        ("postfix-mailbox-full.eml", "soft", "fullbox@example.net", "4.2.2"),
-        ("exim-no-such-user.eml", "hard", "gone@example.com", None),
-        ("gmail-no-such-user.eml", "hard", "nobody.here@gmail.com", "5.1.1"),
-        ("outlook-recipient-not-found.eml", "hard", "pat.left@contoso.com", "5.1.10"),
+        ("postfix-no-such-user.eml", "hard", "nosuchuser@example.net", "5.1.1", "5.1.1"),
+        ("postfix-mailbox-full.eml", "soft", "fullbox@example.net", "4.2.2", "4.2.2"),
+        ("postfix-pipe-user-unknown.eml", "hard", "bob@example.com", "5.1.1", "user unknown"),
+        ("exim-no-such-user.eml", "hard", "gone@example.com", None, None),
+        ("gmail-no-such-user.eml", "hard", "nobody.here@gmail.com", "5.1.1", "5.1.1"),
+        ("outlook-recipient-not-found.eml", "hard", "pat.left@contoso.com", "5.1.10", "5.1.10"),
     ],
 )
-def test_each_sample_bounce_names_the_failed_address_and_its_kind(project, sample, bounce, failed, status):
+def test_each_sample_bounce_names_the_failed_address_and_its_kind(project, sample, bounce, failed, status, said):
     (decision,) = _classify(project, sample)
     # Nobody was mailed in this project: a bounce is recorded as evidence only.
     assert decision.kind == "unknown"
     assert decision.evidence["bounce"] == bounce
     assert decision.evidence["failed"] == failed
     assert decision.evidence["status"] == status
-    if status:
-        assert status in decision.evidence["diagnostic"]
+    if said:
+        assert said in decision.evidence["diagnostic"]
+
+
+def test_postfix_s_own_bounce_to_a_return_path_is_that_recipient_s(project, run, smtp_server, inbox):
+    """postfix-pipe-user-unknown.eml is a DSN the real Postfix of test_inbox_postfix.py wrote, for the seed issue
+    sent with the test key to this list, in this order: its return path names ledger row 3, bob."""
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text(encoding="utf-8") + "bounce_address: bounces@example.org\n", encoding="utf-8")
+    addresses = ["ann@example.com", "cat@example.net", "bob@example.com", "dan@example.net"]
+    result = run("send", ISSUE, "--to", write_list(project, ["email", *addresses]), "--yes")
+    assert result.exit_code == 0, result.output
+    (decision,) = _classify(project, "postfix-pipe-user-unknown.eml")
+    assert (decision.kind, decision.email, decision.issue) == ("hard", "bob@example.com", SEED)
+    assert decision.evidence["matched"] == "return path"
+    assert (decision.evidence["status"], decision.evidence["diagnostic"]) == ("5.1.1", "x-unix; user unknown")
 
 
 @pytest.mark.parametrize("sample", ["vacation-reply.eml", "auto-submitted-reply.eml"])
