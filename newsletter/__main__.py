@@ -119,7 +119,7 @@ def schema(kind: str, write: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Addresses never to mail [default: suppressions.csv in the project, if any].",
 )
-# Not dir_okay=False: smtp.check_ca_file says what is wrong with any path, the same as for NEWSLETTER_SMTP_CA_FILE.
+# Not dir_okay=False: connection.check_ca_file says what is wrong with any path, as for NEWSLETTER_SMTP_CA_FILE.
 @click.option("--ca-file", type=click.Path(path_type=Path), help="Also trust this CA's certificates (a PEM file).")
 @click.option("--moved", is_flag=True, help="The issue file was renamed or moved since its send began: continue it.")
 @click.option(
