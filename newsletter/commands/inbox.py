@@ -26,11 +26,11 @@ def inbox_command(
 
     def read_once(on_decision=None) -> Summary:
         if maildir is not None:
-            box, folder = open_maildir(maildir, project.site.inbox.processed_folder)
-            summary = read_mailbox(box, maildir, project.root, project.site, move_to=folder, on_decision=on_decision)
+            source = open_maildir(maildir, project.site.inbox.processed_folder)
         else:
             assert mbox is not None
-            summary = read_mailbox(open_mbox(mbox), mbox, project.root, project.site, on_decision=on_decision)
+            source = open_mbox(mbox)
+        summary = read_mailbox(source, project.root, project.site, on_decision=on_decision)
         for note in summary.notes:
             console.say(printable(f"inbox: {note}"), err=True)
         return summary
