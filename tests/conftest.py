@@ -71,3 +71,13 @@ def raw_server(project, monkeypatch):
         monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
         monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
         yield server
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """A real Dovecot (IMAPS, its CA in `ca_file`) on 127.0.0.1 for the whole session: each test takes a fresh
+    account with `add_user()`, so one start serves them all."""
+    from .dovecot import Dovecot
+
+    with Dovecot.running() as server:
+        yield server
