@@ -2,7 +2,8 @@
 
 TLS passes through it untouched (the client still checks the real server's certificate); the relay only
 counts the bytes the server sends back and, once `limit` of them have gone to the client, closes both sides.
-`limit=0` hangs up on every client before a byte, the way a server that is going down does.
+`limit=0` hangs up on every client before a byte, the way a server that is going down does. With `stall`, it
+stops relaying at the limit but keeps the connection open: a server that stops answering.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ TIMEOUT = 30.0  # no relay thread outlives a test that forgot it
 
 
 class CuttingProxy:
-    def __init__(self, upstream_port: int, limit: int | None = None) -> None:
+    def __init__(self, upstream_port: int, limit: int | None = None, *, stall: bool = False) -> None:
         self.upstream_port = upstream_port
         self.limit = limit
+        self.stall = stall
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
@@ -62,6 +64,8 @@ class CuttingProxy:
                     break
                 if limit is not None and sent + len(data) >= limit:
                     sink.sendall(data[: limit - sent])
+                    if self.stall:
+                        self._stopped.wait(TIMEOUT)
                     break
                 sink.sendall(data)
                 sent += len(data)

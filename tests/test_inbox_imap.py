@@ -16,7 +16,7 @@ import pytest
 
 from newsletter import imap
 from newsletter.connection import ConnectFailed
-from newsletter.inbox import READ_LIMIT
+from newsletter.inbox import READ_LIMIT, Summary
 from newsletter.suppressions import SuppressionStore, Why
 from newsletter.unsubscribe import make_token
 
@@ -239,6 +239,22 @@ def test_a_server_that_never_answers_times_out_with_a_clear_message():
         with pytest.raises(ConnectFailed, match=r"^cannot reach 127\.0\.0\.1:\d+ \(IMAPS\): no answer in 0\.3 s$") as e:
             imap.connect(settings)
     assert e.value.retry
+
+
+def test_a_server_that_stops_answering_mid_run_times_out_with_a_clear_message(dovecot, account, tmp_path):
+    dovecot.deliver(account, b"From: ann@example.org\nSubject: a long letter\n\n" + (b"x" * 76 + b"\n") * 2600)
+    with CuttingProxy(dovecot.port, limit=100_000, stall=True) as proxy:  # halfway through the message
+        settings = imap.Settings(
+            "127.0.0.1", proxy.port, account.username, account.password, ca_file=dovecot.ca_file, timeout=0.5
+        )
+        with pytest.raises(ConnectFailed) as caught, imap.open_mailbox(settings, tmp_path / "site.yaml") as source:
+            list(source.messages(Summary()))
+    assert str(caught.value) == (
+        f"127.0.0.1:{proxy.port} (IMAPS) stopped answering while reading messages (no answer in 0.5 s); "
+        "what was read is recorded: run inbox again to carry on"
+    )
+    assert caught.value.retry
+    assert [s.seen for s in dovecot.messages(account)] == [False]
 
 
 def test_watch_prints_each_decision_and_rides_out_a_server_that_hangs_up(
