@@ -119,7 +119,7 @@ def schema(kind: str, write: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Addresses never to mail [default: suppressions.csv in the project, if any].",
 )
-# Not dir_okay=False: smtp.check_ca_file says what is wrong with any path, the same as for NEWSLETTER_SMTP_CA_FILE.
+# Not dir_okay=False: connection.check_ca_file says what is wrong with any path, as for NEWSLETTER_SMTP_CA_FILE.
 @click.option("--ca-file", type=click.Path(path_type=Path), help="Also trust this CA's certificates (a PEM file).")
 @click.option("--moved", is_flag=True, help="The issue file was renamed or moved since its send began: continue it.")
 @click.option(
@@ -270,6 +270,11 @@ def archive(out: Path) -> None:
 @cli.command()
 @click.option("--maildir", type=click.Path(path_type=Path), help="A Maildir to read (where a local Postfix delivers).")
 @click.option("--mbox", type=click.Path(path_type=Path), help="An mbox file to read; it is never changed.")
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path),
+    help="Also trust this CA's certificates (a PEM file) for the IMAP server of newsletter.yaml's inbox: section.",
+)
 @click.option("--watch", is_flag=True, help="Keep reading, a line per decision, until Ctrl-C.")
 @click.option(
     "--every",
@@ -278,11 +283,14 @@ def archive(out: Path) -> None:
     show_default=True,
     help="Seconds between reads with --watch.",
 )
-def inbox(maildir: Path | None, mbox: Path | None, watch: bool, every: float) -> None:
-    """Read bounces, auto-replies and mailed unsubscribes; suppress who must not be mailed again."""
+def inbox(maildir: Path | None, mbox: Path | None, ca_file: Path | None, watch: bool, every: float) -> None:
+    """Read bounces, auto-replies and mailed unsubscribes; suppress who must not be mailed again.
+
+    Without --maildir or --mbox, reads the IMAP mailbox of newsletter.yaml's inbox: section (IMAPS), the password
+    from NEWSLETTER_IMAP_PASSWORD."""
     from .commands import inbox
 
-    inbox.inbox_command(maildir=maildir, mbox=mbox, console=ClickConsole(), watch=watch, every=every)
+    inbox.inbox_command(maildir=maildir, mbox=mbox, console=ClickConsole(), watch=watch, every=every, ca_file=ca_file)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """`newsletter inbox`: read the bounces and mailed unsubscribes that come back, once, and act on them.
 
-Each message of a Maildir or an mbox is one of:
+Each message of a Maildir, an mbox or an IMAP folder (`imap`) is one of:
 
 - a bounce: one sent to our signed return path (VERP, `bounce_address`) is
   that recipient's and that issue's, whatever the DSN names or fails to name;
@@ -25,8 +25,9 @@ Each message of a Maildir or an mbox is one of:
 Every decision is recorded with its evidence in the suppression store,
 keyed by the message's Message-ID, before the message is moved, so a rerun
 (or an mbox, which is never changed) records nothing twice. Only recognised,
-recorded messages are moved (a Maildir's into `inbox.processed_folder`, by
-renaming the file: never a copy, never lost).
+recorded messages are moved to `inbox.processed_folder`, unread still (a
+Maildir's by renaming the file, an IMAP folder's by MOVE: never a copy
+left behind, never lost); one `Source` interface hides which it is.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from flufl.bounce import all_failures
 
@@ -349,21 +350,29 @@ def bounce_day(message: email.message.Message) -> str:
     return (when or now).date().isoformat()
 
 
+class Source(Protocol):
+    """Where `read_mailbox` reads messages from, and moves those it recognised and recorded out of the way:
+    a Maildir or an mbox (`LocalMailbox`), or an IMAP folder (`imap.ImapMailbox`)."""
+
+    def messages(self, summary: Summary) -> Iterator[tuple[str, bytes]]:
+        """(key, its first READ_LIMIT bytes) of each message; one that goes away meanwhile is a note in `summary`."""
+        ...
+
+    def move(self, key: str, summary: Summary) -> bool:
+        """Move a recognised message, already recorded, to the processed folder, unread still; False when it stays
+        (an mbox is never changed) or is gone."""
+        ...
+
+
 def read_mailbox(
-    box: mailbox.Mailbox,
-    path: Path,
-    root: Path,
-    site: Site,
-    *,
-    move_to: mailbox.Maildir | None = None,
-    on_decision: Callable[[Decision], None] | None = None,
+    source: Source, root: Path, site: Site, *, on_decision: Callable[[Decision], None] | None = None
 ) -> Summary:
     """Read every message once, recording each decision (then `on_decision`, told as it is recorded)."""
     summary = Summary()
     recipients = Recipients(root)
     secret = secret_from_env()
     with SuppressionStore.open(root) as store:
-        for key, data in _messages(box, path, summary):
+        for key, data in source.messages(summary):
             summary.read += 1
             message = email.message_from_bytes(data, policy=email.policy.compat32)
             name = message_key(message, data)
@@ -390,36 +399,60 @@ def read_mailbox(
                     summary.kinds[decision.kind] += 1
                     if on_decision is not None:
                         on_decision(decision)
-            if move_to is not None and isinstance(box, mailbox.Maildir):
-                summary.moved += _move(box, key, move_to, path, summary)
+            # Recorded (now or by a run cut short before its move): out of the way.
+            summary.moved += source.move(key, summary)
     return summary
 
 
-def _messages(box: mailbox.Mailbox, path: Path, summary: Summary) -> Iterator[tuple[str, bytes]]:
-    try:
-        keys = list(box.keys())
-    except OSError as exc:
-        raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
-    for key in keys:
+@dataclass
+class LocalMailbox:
+    """A Maildir or an mbox on this machine. A Maildir's messages move into `move_to` by renaming their files
+    (never a copy, never lost); an mbox is never changed."""
+
+    box: mailbox.Mailbox
+    path: Path
+    move_to: mailbox.Maildir | None = None
+
+    def messages(self, summary: Summary) -> Iterator[tuple[str, bytes]]:
+        box, path = self.box, self.path
         try:
-            with _open_message(box, key) as file:
-                data = file.read(READ_LIMIT)
-        except NewsletterError as exc:
-            summary.notes.append(f"message {key} left alone: {exc}")
-            continue
-        except KeyError:
-            summary.notes.append(f"message {key} went away while reading; left to the next run")
-            continue
-        except FileNotFoundError:
-            if not path.exists():
-                raise NewsletterError(
-                    Problem(path, "the mailbox went away while reading it; what was read is recorded")
-                ) from None
-            summary.notes.append(f"message {key} went away while reading; left to the next run")
-            continue
+            keys = list(box.keys())
         except OSError as exc:
             raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
-        yield key, data
+        for key in keys:
+            try:
+                with _open_message(box, key) as file:
+                    data = file.read(READ_LIMIT)
+            except NewsletterError as exc:
+                summary.notes.append(f"message {key} left alone: {exc}")
+                continue
+            except KeyError:
+                summary.notes.append(f"message {key} went away while reading; left to the next run")
+                continue
+            except FileNotFoundError:
+                if not path.exists():
+                    raise NewsletterError(
+                        Problem(path, "the mailbox went away while reading it; what was read is recorded")
+                    ) from None
+                summary.notes.append(f"message {key} went away while reading; left to the next run")
+                continue
+            except OSError as exc:
+                raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
+            yield key, data
+
+    def move(self, key: str, summary: Summary) -> bool:
+        """Rename the message's file into `move_to`, keeping its name and so its flags (unread stays unread)."""
+        if self.move_to is None or not isinstance(self.box, mailbox.Maildir):
+            return False
+        try:
+            relative = self.box._lookup(key)  # the file's name under new/ or cur/: the stdlib offers no public way
+            os.rename(Path(self.box._path) / relative, Path(self.move_to._path) / relative)
+        except (KeyError, FileNotFoundError):
+            summary.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
+            return False
+        except OSError as exc:
+            raise NewsletterError(Problem(self.path, f"cannot move message {key}: {exc.strerror or exc}")) from None
+        return True
 
 
 def _open_message(box: mailbox.Mailbox, key: str) -> BinaryIO:
@@ -429,21 +462,7 @@ def _open_message(box: mailbox.Mailbox, key: str) -> BinaryIO:
     return box.get_file(key)
 
 
-def _move(box: mailbox.Maildir, key: str, folder: mailbox.Maildir, path: Path, summary: Summary) -> int:
-    """Rename the message's file into `folder`, keeping its name and so its flags (unread stays unread)."""
-    try:
-        relative = box._lookup(key)  # the file's name under new/ or cur/: the stdlib offers no public way
-        target = Path(folder._path) / relative
-        os.rename(Path(box._path) / relative, target)
-    except (KeyError, FileNotFoundError):
-        summary.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
-        return 0
-    except OSError as exc:
-        raise NewsletterError(Problem(path, f"cannot move message {key}: {exc.strerror or exc}")) from None
-    return 1
-
-
-def open_maildir(path: Path, folder_name: str) -> tuple[mailbox.Maildir, mailbox.Maildir]:
+def open_maildir(path: Path, folder_name: str) -> LocalMailbox:
     if not (path / "cur").is_dir() or not (path / "new").is_dir():
         raise NewsletterError(Problem(path, "is not a Maildir (it needs cur/, new/ and tmp/)"))
     box = mailbox.Maildir(path, factory=None, create=False)
@@ -452,10 +471,10 @@ def open_maildir(path: Path, folder_name: str) -> tuple[mailbox.Maildir, mailbox
         folder = box.get_folder(name) if name in box.list_folders() else box.add_folder(name)
     except OSError as exc:
         raise NewsletterError(Problem(path / f".{name}", f"cannot make the folder: {exc.strerror or exc}")) from None
-    return box, folder
+    return LocalMailbox(box, path, folder)
 
 
-def open_mbox(path: Path) -> mailbox.mbox:
+def open_mbox(path: Path) -> LocalMailbox:
     if not path.is_file():
         raise NewsletterError(Problem(path, "no such mbox file"))
-    return mailbox.mbox(path, factory=None, create=False)
+    return LocalMailbox(mailbox.mbox(path, factory=None, create=False), path)

@@ -303,8 +303,16 @@ class Inbox(_Strict):
         "older than the next (GNU Mailman's bounce_info_stale_after)",
     )
     processed_folder: Annotated[str, StringConstraints(pattern=r"^\.?[A-Za-z0-9][A-Za-z0-9_-]*$")] = Field(
-        ".Processed", description="the Maildir sub-folder recognised messages are moved into"
+        ".Processed",
+        description="the folder recognised messages are moved into: a Maildir sub-folder, or on IMAP the folder of "
+        "that name without the leading dot (made when missing)",
     )
+    host: Line | None = Field(
+        None, description="the IMAP server to read (IMAPS, certificates verified) when no --maildir or --mbox is given"
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(993, description="the IMAPS port (implicit TLS)")
+    username: Line | None = Field(None, description="the IMAP login; the password comes from NEWSLETTER_IMAP_PASSWORD")
+    folder: Line = Field("INBOX", description="the IMAP folder bounces and mailed unsubscribes arrive in")
 
 
 class Site(_Strict):

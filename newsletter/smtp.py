@@ -7,15 +7,15 @@ passwords over an unencrypted connection are allowed only to this machine
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
-import re
 import smtplib
 import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import connection
+from .connection import ConnectFailed, ca_file_from, env_port, tls_context
 from .errors import NewsletterError
 from .model import Smtp, is_loopback
 from .text import printable
@@ -49,28 +49,17 @@ class Settings:
 def settings_from(site_smtp: Smtp, ca_file: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """The site file's `smtp:` section with NEWSLETTER_SMTP_* environment overrides."""
     env = os.environ if environ is None else environ
-    port_text = env.get(ENV + "PORT")
-    port = site_smtp.port
-    if port_text:
-        try:
-            port = int(port_text)
-        except ValueError:
-            port = 0
-        if not 1 <= port <= 65535:  # beyond 65535 the socket layer would refuse it, or silently wrap it
-            raise NewsletterError(f"{ENV}PORT must be a port number from 1 to 65535, not {port_text!r}")
+    port = env_port(env, ENV + "PORT", site_smtp.port)
     security = env.get(ENV + "SECURITY") or site_smtp.security
     if security not in ("starttls", "ssl", "none"):
         raise NewsletterError(f"{ENV}SECURITY must be starttls, ssl or none, not {security!r}")
-    ca = ca_file or (Path(env[ENV + "CA_FILE"]) if env.get(ENV + "CA_FILE") else None)
-    if ca is not None:
-        check_ca_file(ca, "--ca-file" if ca_file else ENV + "CA_FILE")
     settings = Settings(
         host=env.get(ENV + "HOST") or site_smtp.host,
         port=port,
         security=security,
         username=env.get(ENV + "USERNAME") or site_smtp.username,
         password=env.get(ENV + "PASSWORD") or None,
-        ca_file=ca,
+        ca_file=ca_file_from(env, ENV + "CA_FILE", ca_file),
     )
     check_safe(settings)
     return settings
@@ -86,51 +75,6 @@ def check_safe(settings: Settings) -> None:
         raise NewsletterError(
             f"security: none sends everything unencrypted; it is allowed only to this machine, not to {settings.host}"
         )
-
-
-def check_ca_file(path: Path, given_as: str) -> None:
-    """Load the CA file now: a wrong one would otherwise show up only at connect time, looking
-    like a server that cannot be reached, and be retried for nothing."""
-    _load_ca(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), path, given_as)
-
-
-def _load_ca(context: ssl.SSLContext, path: Path, given_as: str) -> None:
-    where = f"{given_as} {path}"
-    if not path.exists():
-        raise NewsletterError(f"{where}: no such file")
-    if not path.is_file():  # a folder, a FIFO, /dev/zero: never read it
-        raise NewsletterError(f"{where}: not a PEM certificate (it is {'a folder' if path.is_dir() else 'not a file'})")
-    try:
-        context.load_verify_locations(cafile=str(path))
-    except ssl.SSLError as exc:
-        with contextlib.suppress(OSError), path.open("rb") as file:
-            if file.read(2) in (b"\x30\x81", b"\x30\x82", b"\x30\x83"):  # a long ASN.1 SEQUENCE: DER
-                raise NewsletterError(
-                    f"{where}: not a PEM certificate (it looks like DER; convert it with: "
-                    f"openssl x509 -inform der -in {path} -out {path}.pem)"
-                ) from None
-        reason = exc.reason.replace("_", " ").lower() if exc.reason else "unreadable PEM"
-        raise NewsletterError(f"{where}: not a PEM certificate ({reason})") from None
-    except OSError as exc:
-        raise NewsletterError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    if not context.cert_store_stats()["x509"]:
-        raise NewsletterError(f"{where}: not a PEM certificate (no certificate in it)")
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if settings.ca_file is not None:
-        # Checked when the settings were made; a file changed since is still a message, never a retry.
-        _load_ca(context, settings.ca_file, "CA file")
-    return context
-
-
-class ConnectFailed(NewsletterError):
-    """Raised by `connect`; `retry` says whether trying again later could help."""
-
-    def __init__(self, message: str, *, retry: bool) -> None:
-        super().__init__(message)
-        self.retry = retry
 
 
 def connect(settings: Settings) -> smtplib.SMTP:
@@ -180,27 +124,13 @@ def reply_text(raw: bytes | str, settings: Settings) -> str:
 
 def redact(text: str, settings: Settings) -> str:
     """`text` without the password in any form it crossed the wire in (see `_login`)."""
-    if not settings.password:
-        return text
-    user, password = (settings.username or "").encode(), settings.password.encode()
-    encoded = [
-        base64.b64encode(password).decode(),  # the AUTH LOGIN password line
-        base64.b64encode(b"\0" + user + b"\0" + password).decode(),  # the AUTH PLAIN initial response
-    ]
-    # Base64 with and without its padding, as sent (it is case-sensitive); the longest first, so
-    # that no part of a longer form is left behind.
-    forms = sorted({*encoded, *(e.rstrip("=") for e in encoded)}, key=len, reverse=True)
-    text = re.sub("|".join(map(re.escape, forms)), "***", text)
-    # The clear password as a server that decoded it may repeat it, in any letter case; a short one
-    # only as written, or every reply would lose its letters and digits to the stars.
-    clear = re.escape(settings.password)
-    return re.sub(clear, "***", text, flags=re.IGNORECASE if len(settings.password) >= 8 else 0)
+    return connection.redact(text, settings.username, settings.password)
 
 
 def _open(settings: Settings) -> smtplib.SMTP:
     if settings.security == "ssl":
         smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-            settings.host, settings.port, timeout=settings.timeout, context=tls_context(settings)
+            settings.host, settings.port, timeout=settings.timeout, context=tls_context(settings.ca_file)
         )
     else:
         smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
@@ -212,7 +142,7 @@ def _open(settings: Settings) -> smtplib.SMTP:
                 raise smtplib.SMTPNotSupportedError(
                     f"{settings.host} does not offer STARTTLS; refusing to send unencrypted"
                 )
-            smtp.starttls(context=tls_context(settings))
+            smtp.starttls(context=tls_context(settings.ca_file))
             smtp.ehlo_or_helo_if_needed()
         if settings.username:
             if settings.security == "none" and not is_loopback(settings.host):  # check_safe already refuses this

@@ -88,3 +88,13 @@ def _send_to(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(port))
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """A real Dovecot (IMAPS, its CA in `ca_file`) on 127.0.0.1 for the whole session: each test takes a fresh
+    account with `add_user()`, so one start serves them all."""
+    from .dovecot import Dovecot
+
+    with Dovecot.running() as server:
+        yield server

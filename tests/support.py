@@ -5,12 +5,16 @@ Fixtures live in conftest.py; everything here is a plain name a test imports.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+from .timed_lines import TimedLines
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = "2021-05-spring-solidarity"
@@ -75,3 +79,31 @@ def run_cli(
         timeout=timeout,
         preexec_fn=preexec_fn,
     )
+
+
+@contextlib.contextmanager
+def cli_watching(cwd: Path, *args: object, env: Mapping[str, str] | None = None) -> Iterator[TimedLines]:
+    """The CLI in its own process, running on (`--watch`), its output and errors read line by line as they come.
+
+    Leaving the block presses Ctrl-C and expects a clean stop (exit 0, "stopped" last); a process still
+    running after that, or after a failed test, is killed.
+    """
+    process = subprocess.Popen(
+        cli_command(*args),
+        cwd=cwd,
+        env=cli_env(**(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = TimedLines(process.stdout)
+        yield lines
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert lines.rest().rstrip().endswith("stopped")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)

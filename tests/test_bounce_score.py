@@ -91,13 +91,13 @@ def test_a_maildir_that_goes_away_mid_run_keeps_what_was_recorded_and_a_rerun_ca
     keep = project / "kept"
     shutil.copytree(path, keep)
     site = open_project().site
-    box, folder = open_maildir(path, site.inbox.processed_folder)
+    source = open_maildir(path, site.inbox.processed_folder)
 
     def vanish(decision) -> None:
         shutil.rmtree(path)  # after the first decision is recorded: the mailbox is gone for the second
 
     with pytest.raises(NewsletterError) as caught:
-        read_mailbox(box, path, project, site, move_to=folder, on_decision=vanish)
+        read_mailbox(source, project, site, on_decision=vanish)
     assert "went away" in str(caught.value) and "Maildir" in str(caught.value)
     with SuppressionStore.open(project) as store:
         assert len(store.decisions()) == 1

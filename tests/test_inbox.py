@@ -12,8 +12,6 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,7 @@ from newsletter.inbox import Recipients, classify
 from newsletter.project import open_project
 from newsletter.suppressions import SuppressionStore, Why
 
-from .support import SECRET, SEED, cli_command, cli_env, write_issue, write_list
-from .timed_lines import TimedLines
+from .support import SECRET, SEED, cli_watching, write_issue, write_list
 
 DATA = Path(__file__).parent / "data" / "bounces"
 ISSUE = f"issues/{SEED}.yaml"
@@ -318,16 +315,7 @@ def test_status_shows_the_issue_s_bounces_unsubscribes_and_bounce_rate(project, 
 def test_watch_prints_each_decision_as_it_comes_and_stops_on_ctrl_c(project, run, smtp_server, inbox):
     _send_seed(project, run, inbox)
     path = _maildir(project, [])
-    process = subprocess.Popen(
-        cli_command("inbox", "--maildir", path, "--watch", "--every", "0.2"),
-        cwd=project,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        lines = TimedLines(process.stdout)
+    with cli_watching(project, "inbox", "--maildir", path, "--watch", "--every", "0.2") as lines:
         lines.until(r"^inbox: watching .* every 0\.2 s")
         # The bounce arrives after the watch began: it is read on a later round, not the first.
         mailbox.Maildir(path).add(
@@ -337,10 +325,3 @@ def test_watch_prints_each_decision_as_it_comes_and_stops_on_ctrl_c(project, run
         assert found.string.split() == ["bob@example.org", "hard", SEED]
         with SuppressionStore.open(project) as store:
             assert store.get("bob@example.org") is not None
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
-        assert lines.rest().rstrip().endswith("stopped")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)

@@ -1,36 +1,59 @@
-"""`newsletter inbox --maildir PATH | --mbox PATH [--watch]`: act on the bounces and mailed unsubscribes that
-came back, once or, with `--watch`, as they come until Ctrl-C."""
+"""`newsletter inbox [--maildir PATH | --mbox PATH | --ca-file PEM] [--watch]`: act on the bounces and mailed
+unsubscribes that came back, once or, with `--watch`, as they come until Ctrl-C. Without --maildir or --mbox, the
+IMAP mailbox of newsletter.yaml's `inbox:` section."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from .. import imap
+from ..connection import ConnectFailed
 from ..console import Console
 from ..errors import NewsletterError
-from ..inbox import Decision, Summary, open_maildir, open_mbox, read_mailbox
+from ..inbox import Decision, Source, Summary, open_maildir, open_mbox, read_mailbox
 from ..project import open_project
 from ..text import printable
 
 
 def inbox_command(
-    *, maildir: Path | None, mbox: Path | None, console: Console, watch: bool = False, every: float = 60.0
+    *,
+    maildir: Path | None,
+    mbox: Path | None,
+    console: Console,
+    watch: bool = False,
+    every: float = 60.0,
+    ca_file: Path | None = None,
 ) -> Summary | None:
     """Read the mailbox once, one summary line; or with `watch`, every `every` seconds, a line per decision as it
     is recorded, until Ctrl-C."""
-    if (maildir is None) == (mbox is None):
-        raise NewsletterError("inbox: give one of --maildir PATH or --mbox PATH")
+    if maildir is not None and mbox is not None:
+        raise NewsletterError("inbox: give one of --maildir PATH or --mbox PATH, not both")
+    if ca_file is not None and (maildir or mbox):
+        raise NewsletterError("inbox: --ca-file is for an IMAP server, not for a --maildir or an --mbox")
     if not 0 < every <= 86400:  # nan too
         raise NewsletterError("inbox: --every must be a number of seconds above 0, at most a day (86400)")
     project = open_project()
+    settings = None
+    if maildir is None and mbox is None:
+        settings = imap.settings_from(project.site.inbox, project.site_file, ca_file)
+
+    @contextlib.contextmanager
+    def source() -> Iterator[Source]:
+        if maildir is not None:
+            yield open_maildir(maildir, project.site.inbox.processed_folder)
+        elif mbox is not None:
+            yield open_mbox(mbox)
+        else:
+            assert settings is not None
+            with imap.open_mailbox(settings, project.site_file) as mailbox:
+                yield mailbox
 
     def read_once(on_decision=None) -> Summary:
-        if maildir is not None:
-            box, folder = open_maildir(maildir, project.site.inbox.processed_folder)
-            summary = read_mailbox(box, maildir, project.root, project.site, move_to=folder, on_decision=on_decision)
-        else:
-            assert mbox is not None
-            summary = read_mailbox(open_mbox(mbox), mbox, project.root, project.site, on_decision=on_decision)
+        with source() as found:
+            summary = read_mailbox(found, project.root, project.site, on_decision=on_decision)
         for note in summary.notes:
             console.say(printable(f"inbox: {note}"), err=True)
         return summary
@@ -44,10 +67,16 @@ def inbox_command(
         who = printable(decision.email) if decision.email else "-"
         console.say(f"{who}  {decision.kind}  {printable(decision.issue) if decision.issue else '-'}")
 
-    console.say(f"inbox: watching {printable(str(maildir or mbox))} every {every:g} s; Ctrl-C to stop")
+    where = str(maildir or mbox or "") or f"{settings.folder} of {settings.username} on {settings.address}"
+    console.say(f"inbox: watching {printable(where)} every {every:g} s; Ctrl-C to stop")
     try:
         while True:
-            read_once(tell)
+            try:
+                read_once(tell)
+            except ConnectFailed as exc:
+                if not exc.retry:  # a refused login or an untrusted certificate does not mend by waiting
+                    raise
+                console.say(f"inbox: {printable(str(exc))}; trying again in {every:g} s", err=True)
             time.sleep(every)
     except KeyboardInterrupt:
         # A decision is recorded in one transaction before its message moves: one cut short is read again next run.
