@@ -58,7 +58,7 @@ from .message import message_id_digest
 from .model import Site
 from .state import ledger_path
 from .subscribers import address_key
-from .suppressions import SuppressionStore, Why
+from .suppressions import Decision, SuppressionStore
 from .unsubscribe import read_signed, secret_from_env
 
 # flufl.bounce logs a traceback for every detector that trips over a malformed message; the message is then
@@ -77,14 +77,6 @@ _AUTO_SUBJECT = re.compile(
 )
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
 _ORIGINAL_ID = re.compile(r"<[^<>\s]+\.([0-9a-f]{32})@[^<>\s]+>")
-
-
-@dataclass(frozen=True)
-class Decision:
-    kind: str  # hard, soft, unknown, mailto, auto-reply
-    email: str = ""
-    issue: str | None = None
-    evidence: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -383,19 +375,14 @@ def read_mailbox(
                 if decisions is None:
                     summary.left += 1
                     continue
-                day = bounce_day(message)
+                store.record_decisions(
+                    name,
+                    decisions,
+                    day=bounce_day(message),
+                    threshold=site.inbox.soft_bounce_threshold,
+                    resets_after=site.inbox.score_resets_after_days,
+                )
                 for decision in decisions:
-                    store.record_decision(
-                        name,
-                        decision.kind,
-                        email=decision.email,
-                        issue=decision.issue,
-                        evidence=decision.evidence,
-                        day=day,
-                        threshold=site.inbox.soft_bounce_threshold,
-                        resets_after=site.inbox.score_resets_after_days,
-                        why=Why.MAILTO if decision.kind == "mailto" else Why.BOUNCE,
-                    )
                     summary.kinds[decision.kind] += 1
                     if on_decision is not None:
                         on_decision(decision)

@@ -26,7 +26,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS bounce_days (
 """
 
 BOUNCE_SCORES = {"hard": 1.0, "soft": 0.5}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `inbox` made of one message, about one address."""
+
+    kind: str  # hard, soft, unknown, mailto, auto-reply
+    email: str = ""
+    issue: str | None = None
+    evidence: dict = field(default_factory=dict)
 
 
 class Why(StrEnum):
@@ -175,56 +185,60 @@ class SuppressionStore:
         """Whether `inbox` has recorded a decision on the message with this Message-ID."""
         return bool(self._read("SELECT 1 FROM inbox_decisions WHERE message = ? LIMIT 1", (message,)))
 
-    def record_decision(
+    def record_decisions(
         self,
         message: str,
-        kind: str,
+        decisions: Iterable[Decision],
         *,
-        email: str = "",
-        issue: str | None = None,
-        evidence: dict | None = None,
         day: str = "",
         threshold: float = 0.0,
         resets_after: int = SCORE_RESETS_AFTER_DAYS,
-        why: Why = Why.BOUNCE,
-    ) -> bool:
-        """Record what `inbox` decided of one message about `email` and act on it, all in one transaction; True
-        if it decided to suppress the address. Nothing happens for a (message, address) recorded before.
+    ) -> list[bool]:
+        """Record what `inbox` decided of one message, about each address it names, and act on it, all in one
+        transaction (a run cut short records all of a message or none of it, and so reads it again); for each
+        decision, True if it suppressed the address. Nothing happens for a (message, address) recorded before.
 
         `hard` suppresses at once, `mailto` too; `soft` adds to the address's score (once per `day`; see `score`)
         and suppresses once it reaches `threshold`; `unknown` and `auto-reply` only record.
         """
-        address = address_key(email) if email else ""
         now = time.time()
         day = day or dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
-        facts = json.dumps(evidence or {})
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                if self._db.execute(
-                    "SELECT 1 FROM inbox_decisions WHERE message = ? AND address = ?", (message, address)
-                ).fetchone():
-                    return False
-                suppress = kind in ("hard", "mailto")
-                if kind in BOUNCE_SCORES:
-                    self._db.execute(
-                        "INSERT INTO bounce_days (address, day, points) VALUES (?, ?, ?) "
-                        "ON CONFLICT (address, day) DO UPDATE SET points = MAX(points, excluded.points)",
-                        (address, day, BOUNCE_SCORES[kind]),
-                    )
-                    suppress = suppress or self._score(address, resets_after) >= threshold
-                if suppress:
-                    row = (email.strip(), now, str(why), issue, facts)
-                    self._db.execute(_REPLACE, (*row, address))
-                    self._db.execute(_INSERT, (address, *row))
-                self._db.execute(
-                    "INSERT INTO inbox_decisions (message, address, email, at, kind, issue, suppressed, evidence) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (message, address, email.strip(), now, kind, issue, int(suppress), facts),
-                )
-                return suppress
+                return [self._record(message, decision, now, day, threshold, resets_after) for decision in decisions]
         except sqlite3.Error as exc:
             raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
+
+    def _record(
+        self, message: str, decision: Decision, now: float, day: str, threshold: float, resets_after: int
+    ) -> bool:
+        kind, email = decision.kind, decision.email.strip()
+        address = address_key(email) if email else ""
+        facts = json.dumps(decision.evidence)
+        if self._db.execute(
+            "SELECT 1 FROM inbox_decisions WHERE message = ? AND address = ?", (message, address)
+        ).fetchone():
+            return False
+        suppress = kind in ("hard", "mailto")
+        if kind in BOUNCE_SCORES:
+            self._db.execute(
+                "INSERT INTO bounce_days (address, day, points) VALUES (?, ?, ?) "
+                "ON CONFLICT (address, day) DO UPDATE SET points = MAX(points, excluded.points)",
+                (address, day, BOUNCE_SCORES[kind]),
+            )
+            suppress = suppress or self._score(address, resets_after) >= threshold
+        if suppress:
+            why = Why.MAILTO if kind == "mailto" else Why.BOUNCE
+            row = (email, now, str(why), decision.issue, facts)
+            self._db.execute(_REPLACE, (*row, address))
+            self._db.execute(_INSERT, (address, *row))
+        self._db.execute(
+            "INSERT INTO inbox_decisions (message, address, email, at, kind, issue, suppressed, evidence) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (message, address, email, now, kind, decision.issue, int(suppress), facts),
+        )
+        return suppress
 
     def decisions(self) -> list[tuple[str, str, str, str | None, bool, dict]]:
         """(message, email, kind, issue, suppressed, evidence) of every decision `inbox` recorded, oldest first."""

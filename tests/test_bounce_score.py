@@ -110,3 +110,29 @@ def test_a_maildir_that_goes_away_mid_run_keeps_what_was_recorded_and_a_rerun_ca
         assert {e for _, e, *_ in store.decisions()} == {"ann@example.org", "bob@example.org"}
         assert len(store.decisions()) == 2
     assert _files(path) == set()
+
+
+def test_a_bounce_naming_two_addresses_is_recorded_whole_or_not_at_all(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    dsn = _bounce(inbox.by_recipient(ANN), ANN, "5.1.1", "No such user").replace(
+        b"Diagnostic-Code: smtp; 550 5.1.1 No such user\n\n",
+        b"Diagnostic-Code: smtp; 550 5.1.1 No such user\n\n"
+        b"Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 No such user\n\n",
+    )
+    path = _maildir(project, [dsn])
+    # The store refuses bob's row, as a full disk or a kill between the two would leave it.
+    with SuppressionStore.open(project) as store:
+        store._db.execute(
+            "CREATE TRIGGER no_bob BEFORE INSERT ON inbox_decisions WHEN NEW.address LIKE 'bob@%' "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    failed = run("inbox", "--maildir", path)
+    assert failed.exit_code == 1 and "disk full" in failed.output
+    with SuppressionStore.open(project) as store:
+        assert store.decisions() == [] and store.get(ANN) is None  # not ann without bob
+        store._db.execute("DROP TRIGGER no_bob")
+    result = run("inbox", "--maildir", path)
+    assert result.exit_code == 0 and "2 hard bounces" in result.output, result.output
+    with SuppressionStore.open(project) as store:
+        assert store.get(ANN) is not None and store.get("bob@example.org") is not None
