@@ -21,7 +21,7 @@ import jinja2
 import jinja2.sandbox
 from mjml import mjml2html
 
-from . import markdown
+from . import markdown, outlook
 from .errors import NewsletterError, Problem
 from .model import Issue, Site
 from .personalise import SlotRegistry, Slotted, SubscriberFields
@@ -64,7 +64,7 @@ def render(issue: Issue, site: Site, slug: str, templates: Path, *, web: bool = 
     env = environment(templates)
     mjml_source = _render_template(env, templates, HTML_TEMPLATE, context)
     text = _render_template(env, templates, TEXT_TEMPLATE, context)
-    html = inline_css(mjml_to_html(mjml_source, templates / HTML_TEMPLATE))
+    html = outlook.merge_conditionals(inline_css(mjml_to_html(mjml_source, templates / HTML_TEMPLATE)))
     return Rendered(
         issue,
         site,

@@ -82,6 +82,14 @@ def postfix_relay(postfix, project, monkeypatch):
     return postfix
 
 
+@pytest.fixture(scope="session")
+def spamassassin(tmp_path_factory):
+    """Debian's SpamAssassin, offline, with a throwaway configuration (tests/spamassassin.py)."""
+    from .spamassassin import SpamAssassin
+
+    return SpamAssassin(tmp_path_factory.mktemp("spamassassin"))
+
+
 def _send_to(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     """The project sends in plain SMTP to 127.0.0.1:`port`, with the test key."""
     monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")

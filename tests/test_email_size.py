@@ -1,0 +1,147 @@
+"""The seed issue's email stays small, and its Outlook-only markup stays whole while it shrinks."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import lxml.html
+import pytest
+
+from newsletter import outlook
+from newsletter.outlook import merge_conditionals
+from newsletter.pipeline import check
+
+from .support import SEED
+
+# Gmail clips at 102 KB; the seed, share links and all, stays well under (KB as `build` prints it).
+SEED_LIMIT = 60 * 1024
+
+OPENER = re.compile(r"<!--\[if ([^\]]+)\]>(<!-->)?")
+MARK = re.compile(r"<!--\[if [^\]]+\]>(?:<!-->)?|(?:<!--)?<!\[endif\]-->")
+SEAM = re.compile(r"<!\[endif\]-->\s*<!--\[if mso \| IE\]>")
+
+
+def _conditional_problems(html: str) -> list[str]:
+    """What is wrong with the conditional comments: each opened once, closed once, in order, as it was opened."""
+    problems, open_one = [], None
+    for mark in MARK.finditer(html):
+        text, at = mark.group(0), mark.start()
+        if text.startswith("<!--[if"):
+            if open_one is not None:
+                problems.append(f"{text} at {at} opens inside {open_one}")
+            open_one = text
+        elif open_one is None:
+            problems.append(f"{text} at {at} closes nothing")
+        elif open_one.endswith("<!-->") != text.startswith("<!--<!["):
+            problems.append(f"{text} at {at} does not close {open_one}")
+            open_one = None
+        else:
+            open_one = None
+    if open_one is not None:
+        problems.append(f"{open_one} is never closed")
+    return problems
+
+
+def _as_seen_by(html: str, client: set[str]) -> str:
+    """The markup a client renders: a conditional's content where its condition names the client, else nothing.
+
+    `client` holds the conditions that are true for it, e.g. {"mso", "mso | IE"} for Outlook 2016.
+    """
+
+    def reveal(match: re.Match[str]) -> str:
+        condition, content = match.group(1), match.group(3)
+        shown = condition.removeprefix("!") in client
+        return content if shown != condition.startswith("!") else ""
+
+    views = re.sub(r"<!--\[if ([^\]]+)\]>(<!-->)?(.*?)(?:<!--)?<!\[endif\]-->", reveal, html, flags=re.S)
+    return re.sub(r">\s+<", "><", views)  # a run's inner whitespace is dropped with its seams, as MJML does
+
+
+BROWSER: set[str] = set()
+OUTLOOK = {"mso", "mso | IE"}
+OLD_IE = {"mso | IE", "IE"}
+
+
+class _Tables(HTMLParser):
+    """Open table, tr and td tags still waiting for their end tags; ends the wrong way round are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.wrong: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag in ("table", "tr", "td", "div"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("table", "tr", "td", "div"):
+            if self.stack and self.stack[-1] == tag:
+                self.stack.pop()
+            else:
+                self.wrong.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'} at {self.getpos()}")
+
+
+def _unbalanced(html: str) -> list[str]:
+    tables = _Tables()
+    tables.feed(html)
+    tables.close()
+    return tables.wrong + [f"<{tag}> never closed" for tag in tables.stack]
+
+
+@pytest.fixture
+def seed_html(project, run) -> str:
+    result = run("build", f"issues/{SEED}.yaml")
+    assert result.exit_code == 0, result.output
+    return (project / "outbox" / SEED / "email.html").read_text(encoding="utf-8")
+
+
+def test_the_seed_issues_email_is_small_enough_for_every_inbox(seed_html):
+    size = len(seed_html.encode("utf-8"))
+    assert size <= SEED_LIMIT, f"the seed's email.html is {size / 1024:.1f} KB, over {SEED_LIMIT // 1024} KB"
+
+
+def test_outlook_only_markup_is_balanced_and_merged_into_as_few_comments_as_mjml_makes(seed_html):
+    assert _conditional_problems(seed_html) == []
+    seams = [m.start() for m in SEAM.finditer(seed_html)]
+    assert seams == [], f"{len(seams)} Outlook comments end only to start again, first at {seams[:1]}"
+    assert seed_html.count("<!--[if mso | IE]>") < 60  # 196 before they were merged, 36 after
+    for client in (BROWSER, OUTLOOK, OLD_IE):
+        assert _unbalanced(_as_seen_by(seed_html, client)) == [], sorted(client)
+    assert "Sample phrases" in lxml.html.fromstring(seed_html).body.text_content()  # and it still parses
+
+
+def test_merging_changes_nothing_any_client_sees(project, monkeypatch):
+    merged = _seed_html_part(project)
+    monkeypatch.setattr(outlook, "merge_conditionals", lambda html: html)
+    separate = _seed_html_part(project)
+    assert merged.count("<!--[if") < separate.count("<!--[if")
+    for client in (BROWSER, OUTLOOK, OLD_IE):
+        assert _as_seen_by(merged, client) == _as_seen_by(separate, client), sorted(client)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        # Another kind of conditional next to an Outlook-only one: MJML's own rule would join them, so that
+        # old IE lost the second one's content (the first's condition, mso, is false there).
+        "<!--[if mso]><b>1</b><![endif]--><!--[if mso | IE]><i>2</i><![endif]-->",
+        # What every client but Outlook shows, then what only Outlook shows: joined, Outlook would show both.
+        "<!--[if !mso]><!--><b>1</b><!--<![endif]--><!--[if mso | IE]><i>2</i><![endif]-->",
+    ],
+)
+def test_only_outlook_only_comments_are_joined(before):
+    after = merge_conditionals(before)
+    assert after == before
+    assert _conditional_problems(after) == []
+
+
+def test_a_run_of_outlook_only_comments_becomes_one_and_what_is_between_runs_stays():
+    between = "<p>all</p><!--[if mso | IE]></td><![endif]-->"
+    html = "<!--[if mso | IE]><table><tr><![endif]-->\n  <!--[if mso | IE]><td><![endif]-->" + between
+    assert merge_conditionals(html) == "<!--[if mso | IE]><table><tr><td><![endif]-->" + between
+
+
+def _seed_html_part(project) -> str:
+    return check(project / "issues" / f"{SEED}.yaml").rendered.html.fill({})
