@@ -13,7 +13,7 @@ import pytest
 from newsletter.html_scan import colour, low_contrast, scan
 from newsletter.message_lint import header_problems
 
-from .support import MINIMAL, SEED, write_issue
+from .support import MINIMAL, SEED, reply_on_the_from_domain, write_issue
 
 QUIET = MINIMAL.replace('title: "A roundup"', 'title: "A roundup"\npreheader: "What to do this month"')
 SPAMASSASSIN = "/usr/bin/spamassassin"
@@ -27,10 +27,6 @@ def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     assert old in text, f"{old!r} is not in {path}"
     path.write_text(text.replace(old, new), encoding="utf-8")
-
-
-def _same_domain_reply_to(project: Path) -> None:
-    _edit(project / "newsletter.yaml", "reply_to: hhomes@amnesty.ca", "reply_to: replies@example.org")
 
 
 # -- reply_to ------------------------------------------------------------------
@@ -87,7 +83,7 @@ def test_the_preheader_is_hidden_in_a_colour_spam_filters_do_not_call_hidden(pro
 def test_a_template_that_writes_the_preheader_white_again_is_warned_of_as_spamassassin_scores_it(
     project, run, tmp_path
 ):
-    _same_domain_reply_to(project)
+    reply_on_the_from_domain(project)
     # What the template did before: MJML's own preview text, white on what spam filters take for white.
     template = project / "templates" / "email.mjml.j2"
     _edit(template, "<mj-title>", "<mj-preview>{{ issue.preheader }}</mj-preview>\n<mj-title>")
@@ -160,7 +156,7 @@ def test_header_lines_are_held_to_rfc_5322_and_2047():
 
 
 def test_the_built_headers_are_folded_with_long_and_non_ascii_names(project, run):
-    _same_domain_reply_to(project)
+    reply_on_the_from_domain(project)
     _edit(
         project / "newsletter.yaml",
         "name: Amnesty Crisis and Tactical Team",
@@ -184,7 +180,7 @@ def test_the_built_headers_are_folded_with_long_and_non_ascii_names(project, run
 def test_a_header_folded_too_late_is_warned_of(project, run, monkeypatch):
     # As if message.py's folding broke: it now folds at 200, and check still holds it to 78.
     monkeypatch.setattr("newsletter.message.FOLD_AT", 200)
-    _same_domain_reply_to(project)
+    reply_on_the_from_domain(project)
     issue = write_issue(project, QUIET.replace('title: "A roundup"', 'title: "' + "A long subject line " * 5 + '"'))
     assert _warnings(run("check", issue)) == [
         "issues/test.yaml:1:8: title: the message's Subject header has a line of 121 characters "
@@ -199,7 +195,7 @@ def test_a_header_folded_too_late_is_warned_of(project, run, monkeypatch):
 
 
 def test_images_without_alt_or_width_or_over_http_are_named_where_they_are_written(project, run):
-    _same_domain_reply_to(project)
+    reply_on_the_from_domain(project)
     template = project / "templates" / "email.mjml.j2"
     _edit(
         template,
@@ -242,7 +238,7 @@ def test_images_without_alt_or_width_or_over_http_are_named_where_they_are_writt
 
 
 def test_a_template_without_the_footer_is_told_what_the_law_wants(project, run):
-    _same_domain_reply_to(project)
+    reply_on_the_from_domain(project)
     html = project / "templates" / "email.mjml.j2"
     text = project / "templates" / "email.txt.j2"
     source = html.read_text(encoding="utf-8")
@@ -264,7 +260,7 @@ def test_a_template_without_the_footer_is_told_what_the_law_wants(project, run):
 
 
 def test_the_postal_address_ends_without_a_dangling_comma(project, run):
-    _same_domain_reply_to(project)
+    reply_on_the_from_domain(project)
     # Lines that end in commas of their own are joined with one comma each, too.
     _edit(project / "newsletter.yaml", "  312 Laurier Avenue East\n", "  312 Laurier Avenue East,\n")
     issue = write_issue(project, QUIET)

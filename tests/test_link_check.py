@@ -9,7 +9,7 @@ from pathlib import Path
 
 from newsletter.link_check import AT_ONCE, USER_AGENT
 
-from .support import write_issue
+from .support import reply_on_the_from_domain, write_issue
 
 TIMEOUT = "0.5"  # seconds: /slow answers far later
 
@@ -62,7 +62,8 @@ def _quoted(path: Path, url: str, field: str) -> str:
 def _serve_archive(project: Path, server: str) -> None:
     site = project / "newsletter.yaml"
     text = site.read_text(encoding="utf-8").replace("https://example.org/roundup/", f"{server}/archive/")
-    site.write_text(text.replace("reply_to: hhomes@amnesty.ca", "reply_to: replies@example.org"), encoding="utf-8")
+    site.write_text(text, encoding="utf-8")
+    reply_on_the_from_domain(project)
 
 
 def _lines(output: str, kind: str) -> list[str]:
