@@ -187,7 +187,7 @@ async def _fetch(client: httpx.AsyncClient, target: Target) -> Outcome:
         return Outcome(url, dead=f"cannot connect ({_reason(exc)})")
     except httpx.TimeoutException:
         raise  # said once, for the whole address, above
-    except (httpx.HTTPError, ValueError) as exc:  # ValueError: a Content-Length that is no number
+    except Exception as exc:  # whatever stops the fetch (a port over 65535, a host IDNA refuses) leaves it dead
         return Outcome(url, dead=_reason(exc))
 
 
@@ -210,5 +210,7 @@ async def _bytes_up_to(response: httpx.Response, limit: int) -> int:
     return seen
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # anyio's task groups wrap what went wrong
+        exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
