@@ -51,6 +51,7 @@ def check(path: Path, *, web: bool = False) -> Checked:
     # One subscriber's copy, built as `send` builds it, for what the warnings say of the message.
     copy = Composer.prepare(rendered).personalise(TYPICAL_SUBSCRIBER, PREVIEW_SECRET)
     html_bytes = len(copy.html.encode("utf-8"))
+    # Sample posts are measured for every network with a length limit (lint's `networks` narrows them).
     warnings = lint(issue, source, html_bytes)
     if not web:  # the archive's page is no message
         warnings += message_lint(copy, source, project.site_source, project.templates)
