@@ -58,11 +58,17 @@ def cli() -> None:
 @cli.command()
 @click.argument("issue", type=ISSUE)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def check(issue: Path, strict: bool) -> None:
+@click.option("--links", is_flag=True, help="Also fetch every link and image (online); a dead one is an error.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --links: seconds to wait for each address [default: 10].",
+)
+def check(issue: Path, strict: bool, links: bool, timeout: float | None) -> None:
     """Validate ISSUE and report every problem; exit 1 on errors."""
     from .commands import check
 
-    check.check_command(issue, strict=strict, console=ClickConsole())
+    check.check_command(issue, strict=strict, links=links, timeout=timeout, console=ClickConsole())
 
 
 @cli.command()

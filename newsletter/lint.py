@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from .errors import Problem
 from .markdown import issue_links
 from .model import Issue
+from .post_length import Network, length_limited, too_long
+from .share import post_text
 from .yamlsource import Source
 
 # Gmail clips a message whose HTML passes about 102 KB, hiding the rest,
@@ -24,7 +27,9 @@ def is_placeholder(url: str) -> bool:
     return any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS)
 
 
-def lint(issue: Issue, source: Source, html_bytes: int) -> list[Problem]:
+def lint(issue: Issue, source: Source, html_bytes: int, networks: Iterable[str] | None = None) -> list[Problem]:
+    """The issue's warnings; sample posts are measured for `networks` (by key, as post_length.NETWORKS), or for
+    every network with a length limit when None."""
     warnings: list[Problem] = []
     for href, loc, offset in issue_links(source):
         if is_placeholder(href):
@@ -34,6 +39,11 @@ def lint(issue: Issue, source: Source, html_bytes: int) -> list[Problem]:
             if is_placeholder(link.url):
                 loc = ("items", i, "links", j, "url")
                 warnings.append(source.problem(loc, f"placeholder link {link.url}: put the real address"))
+        for j, post in enumerate(item.sample_posts):
+            text = post_text(item, post)
+            over = too_long(text, length_limited(networks))
+            if over:
+                warnings.append(source.problem(("items", i, "sample_posts", j), _too_long(over, text != post)))
         if item.image and is_placeholder(item.image.src):
             loc = ("items", i, "image", "src")
             warnings.append(source.problem(loc, f"placeholder image {item.image.src}: put the real address"))
@@ -53,3 +63,8 @@ def lint(issue: Issue, source: Source, html_bytes: int) -> list[Problem]:
         warnings.append(Problem(source.path, f"the HTML is {kib:.0f} KB, close to Gmail's 102 KB clipping limit"))
     warnings.sort(key=lambda p: (p.line or 0, p.column or 0))
     return warnings
+
+
+def _too_long(over: list[tuple[Network, int]], with_hashtags: bool) -> str:
+    networks = " and ".join(f"{n.name} ({length} of {n.limit}: {n.counting})" for n, length in over)
+    return f"sample post{' with its hashtags' if with_hashtags else ''} is too long for {networks}"

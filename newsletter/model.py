@@ -352,6 +352,13 @@ class Site(_Strict):
         return self.from_.email.rpartition("@")[2]
 
     @property
+    def postal_lines(self) -> list[str]:
+        """`postal_address`'s lines, without blank ones or the commas that end some: a footer joins them with its
+        own, so "Canada" is never followed by a comma with nothing after it."""
+        lines = (line.strip().rstrip(",").rstrip() for line in self.postal_address.splitlines())
+        return [line for line in lines if line]
+
+    @property
     def list_identifier(self) -> str:
         return self.list_id or f"newsletter.{self.domain}"
 

@@ -7,11 +7,14 @@ from pathlib import Path
 
 from .errors import NewsletterError, Problem
 from .lint import lint
+from .message import Composer
+from .message_lint import message_lint
 from .model import Issue
+from .personalise import Recipient
 from .project import Project, open_project
 from .render import Rendered, render
 from .slug import slug_for
-from .unsubscribe import PREVIEW_SECRET, unsubscribe_url
+from .unsubscribe import PREVIEW_SECRET
 from .validation import load_issue
 from .yamlsource import Source
 
@@ -45,19 +48,17 @@ def check(path: Path, *, web: bool = False) -> Checked:
     if problems or project is None or issue is None or source is None or slug is None:
         raise NewsletterError(problems)
     rendered = render(issue, project.site, slug, project.templates, web=web)
-    html_bytes = len(rendered.html.fill(_typical_values(rendered)).encode("utf-8"))
-    return Checked(project, issue, source, rendered, lint(issue, source, html_bytes), html_bytes)
+    # One subscriber's copy, built as `send` builds it, for what the warnings say of the message.
+    copy = Composer.prepare(rendered).personalise(TYPICAL_SUBSCRIBER, PREVIEW_SECRET)
+    html_bytes = len(copy.html.encode("utf-8"))
+    # Sample posts are measured for every network with a length limit (lint's `networks` narrows them).
+    warnings = lint(issue, source, html_bytes)
+    if not web:  # the archive's page is no message
+        warnings += message_lint(copy, source, project.site_source, project.templates)
+    # The issue's own first, then newsletter.yaml's and the templates', each file's in the order of its lines.
+    warnings.sort(key=lambda p: (p.file != source.path, str(p.file or ""), p.line or 0, p.column or 0))
+    return Checked(project, issue, source, rendered, warnings, html_bytes)
 
 
-def _typical_values(rendered: Rendered) -> dict[str, str]:
-    # A realistic length for each slot, so that the size check is honest.
-    return {
-        "name": "Firstname Lastname",
-        "email": "firstname.lastname@example.org",
-        "unsubscribe_url": unsubscribe_url(
-            rendered.site.unsubscribe_url,
-            PREVIEW_SECRET,
-            rendered.site.list_identifier,
-            "firstname.lastname@example.org",
-        ),
-    }
+# A realistic length for each slot, so that the size check is honest; a name that headers must encode and fold.
+TYPICAL_SUBSCRIBER = Recipient("firstname.lastname@example.org", "Marie-Ève Lefèvre-Nguyễn")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .errors import NewsletterError, Problem
 from .model import Site
-from .validation import load_site
+from .validation import read_site
+from .yamlsource import Source
 
 SITE_FILE = "newsletter.yaml"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -17,6 +18,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 class Project:
     root: Path
     site: Site
+    site_source: Source  # where each value of newsletter.yaml was written
 
     @property
     def site_file(self) -> Path:
@@ -67,7 +69,7 @@ def open_project(near: Path | None = None) -> Project:
     for start in candidates:
         root = find_root(start)
         if root is not None:
-            return Project(root, load_site(root / SITE_FILE))
+            return Project(root, *read_site(root / SITE_FILE))
     where = candidates[0].resolve()
     raise NewsletterError(
         Problem(

@@ -25,8 +25,13 @@ def load_issue(path: Path) -> tuple[Issue, Source]:
 
 
 def load_site(path: Path) -> Site:
+    return read_site(path)[0]
+
+
+def read_site(path: Path) -> tuple[Site, Source]:
+    """The site file as a model, with where each of its values was written (for warnings that name a line)."""
     source = load(path, "site file")
-    return validate(source, Site, list(source.problems))
+    return validate(source, Site, list(source.problems)), source
 
 
 def validate(source: Source, model: type[M], problems: list[Problem]) -> M:

@@ -67,6 +67,16 @@ def raw_server(project, monkeypatch):
 
 
 @pytest.fixture
+def link_server():
+    """An HTTP server on 127.0.0.1 with live, dead, moved, looping, HEAD-refusing, slow and heavy addresses
+    (tests/link_server.py)."""
+    from .link_server import running
+
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
 def postfix(tmp_path):
     """A real Postfix on 127.0.0.1 with a throwaway configuration (tests/postfix.py); its log ends in tmp_path."""
     from .postfix import running

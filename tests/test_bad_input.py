@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import MINIMAL, SEED, run_cli, write_issue
+from .support import MINIMAL, SEED, reply_on_the_from_domain, run_cli, write_issue
 
 ISSUE = "issues/test.yaml"
 
@@ -565,12 +565,14 @@ FOUND = [
 
 
 def test_strict_fails_on_placeholder_links(project, run):
+    reply_on_the_from_domain(project)
     write_issue(project, PLACEHOLDERS)
     lines = failing_check(run, "--strict", ISSUE)
     assert lines == [f"error: {ISSUE}:{found}: put the real address" for found in FOUND]
 
 
 def test_plain_check_passes_and_prints_placeholder_warnings(project, run):
+    reply_on_the_from_domain(project)
     write_issue(project, PLACEHOLDERS)
     result = run("check", ISSUE)
     assert result.exit_code == 0, result.output

@@ -63,7 +63,8 @@ def test_serves_only_on_this_machine_by_default(server):
     assert server.http.server_address[0] == "127.0.0.1"
 
 
-# An issue of the tests' own with a known number of warnings: two placeholder links and no preheader.
+# An issue of the tests' own with a known number of warnings: two placeholder links and no preheader (and the
+# project's reply_to on another domain than from).
 WARNED = """\
 id: warned
 title: "A roundup with warnings"
@@ -105,6 +106,9 @@ def test_page_state_and_email(warned):
         "issues/warned.yaml:7:11: items[0].body: placeholder link https://example.org/report: put the real address",
         "issues/warned.yaml:11:29: items[0].links[0].url: "
         "placeholder link https://example.com/sign: put the real address",
+        "newsletter.yaml:8:11: reply_to: reply_to hhomes@amnesty.ca is on another domain than from "
+        "(roundup@example.org): rspamd adds 6 points (SPOOF_REPLYTO), half-way to spam, to every copy sent to an "
+        "address at example.org; reply to an address at example.org, or send from amnesty.ca",
     ]
     assert not found["errors"]
     assert "WHAT YOU CAN DO" in found["text"]
@@ -262,7 +266,7 @@ def test_plain_text_inbox_line_and_warnings_are_shown(browser, warned):
         assert "WHAT YOU CAN DO" in page.inner_text("#text")
         assert page.inner_text("#subject") == "A roundup with warnings"
         assert page.inner_text("#from") == "Amnesty Crisis and Tactical Team <roundup@example.org>"
-        assert page.inner_text("#warnings summary") == "3 warnings"
+        assert page.inner_text("#warnings summary") == "4 warnings"
         assert "placeholder link https://example.com/sign" in page.text_content("#warnings")
         assert "no preheader" in page.text_content("#warnings")
         assert re.search(r"HTML \d+\.\d KB of Gmail's 102\.0 KB clipping limit", page.inner_text("#size"))
