@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 from .errors import Problem
 from .markdown import issue_links
-from .model import Issue
+from .model import Issue, Site
+from .share import chosen_networks, needs_archive
 from .yamlsource import Source
 
 # Gmail clips a message whose HTML passes about 102 KB, hiding the rest,
@@ -52,4 +53,36 @@ def lint(issue: Issue, source: Source, html_bytes: int) -> list[Problem]:
     elif html_bytes > WARN_BYTES:
         warnings.append(Problem(source.path, f"the HTML is {kib:.0f} KB, close to Gmail's 102 KB clipping limit"))
     warnings.sort(key=lambda p: (p.line or 0, p.column or 0))
+    return warnings
+
+
+def share_warnings(issue: Issue, source: Source, site: Site) -> list[Problem]:
+    """What the sample posts' share links leave out: networks newsletter.yaml does not list, and, without
+    archive_url, those that need the archive's share pages (said once, at the first sample posts)."""
+    warnings: list[Problem] = []
+    narrowed = [(("share",), issue.share)] + [(("items", i, "share"), item.share) for i, item in enumerate(issue.items)]
+    for loc, names in narrowed:
+        unknown = [name for name in names or [] if name not in site.share]
+        if unknown:
+            warnings.append(
+                source.problem(
+                    loc,
+                    f"{', '.join(unknown)}: not in newsletter.yaml's share: ({', '.join(site.share) or 'none'}), "
+                    "so left out; an issue or item can only narrow that list",
+                )
+            )
+    if not site.archive_folder:
+        posting = [(i, item) for i, item in enumerate(issue.items) if item.sample_posts]
+        needing = [
+            name for name in site.share if any(name in chosen_networks(site, issue, item) for _, item in posting)
+        ]
+        needing = [name for name in needing if needs_archive(name)]
+        if needing:
+            warnings.append(
+                source.problem(
+                    ("items", posting[0][0], "sample_posts"),
+                    f"share links for {', '.join(needing)} need archive_url in newsletter.yaml (they go through "
+                    "the web archive's share pages), so the email leaves them out",
+                )
+            )
     return warnings

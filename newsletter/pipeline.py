@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NewsletterError, Problem
-from .lint import lint
+from .lint import lint, share_warnings
 from .model import Issue
 from .project import Project, open_project
 from .render import Rendered, render
@@ -46,7 +46,8 @@ def check(path: Path, *, web: bool = False) -> Checked:
         raise NewsletterError(problems)
     rendered = render(issue, project.site, slug, project.templates, web=web)
     html_bytes = len(rendered.html.fill(_typical_values(rendered)).encode("utf-8"))
-    return Checked(project, issue, source, rendered, lint(issue, source, html_bytes), html_bytes)
+    warnings = lint(issue, source, html_bytes) + share_warnings(issue, source, project.site)
+    return Checked(project, issue, source, rendered, warnings, html_bytes)
 
 
 def _typical_values(rendered: Rendered) -> dict[str, str]:
