@@ -1,4 +1,4 @@
-"""The web archive: an index of the published issues, each issue's web version, and an Atom feed.
+"""The web archive: an index of the published issues, each issue's web version and share pages, and an Atom feed.
 
 One renderer for both ways of publishing it: `newsletter serve` answers
 `Archive.page(...)` under `archive_url`, and `newsletter archive --out DIR`
@@ -137,17 +137,19 @@ class Archive:
     def page(self, relative_path: str, *, refresh: bool = True) -> Page | None:
         """The page at `relative_path` below the archive URL, or None (a 404).
 
-        "" is the index, "<id>/" an issue, "feed.xml" the feed. The id may be
-        given percent-encoded, as in a link, or decoded, as a web framework
-        passes it; the encoded form wins should one issue's decoded id read
-        as another's encoded one. `refresh=False` answers from what was built
+        "" is the index, "<id>/" an issue, "<id>/share/<item>-<post>.html" a
+        sample post's share page, "feed.xml" the feed. The id may be given
+        percent-encoded, as in a link, or decoded, as a web framework passes
+        it; the encoded form wins should one issue's decoded id read as
+        another's encoded one. `refresh=False` answers from what was built
         last, without looking at the files (a server refreshes on its own beat).
         """
         pages = self.pages() if refresh else self._pages
         found = pages.get(relative_path)
-        if found is None and relative_path.endswith("/"):
-            name = self._by_identity.get(relative_path[:-1])
-            found = pages.get(name) if name is not None else None
+        identity, slash, rest = relative_path.partition("/")
+        if found is None and slash:
+            name = self._by_identity.get(identity)
+            found = pages.get(name + rest) if name is not None else None
         return found
 
     def pages(self) -> dict[str, Page]:

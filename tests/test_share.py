@@ -213,6 +213,18 @@ def test_a_share_page_carries_open_graph_and_card_tags_for_its_post(project):
     assert names["twitter:card"] == "summary" and "og:image" not in names and "twitter:image" not in names
 
 
+def test_an_id_that_needs_encoding_has_its_share_pages_at_either_form_of_the_address(project, run):
+    _write(project, ISSUE.replace("id: hostile", 'id: "été 2021"'))
+    archive = Archive(open_project(project))
+    encoded = archive.page("%C3%A9t%C3%A9%202021/share/1-2.html")
+    assert encoded is not None and b'data-encoded="Thinking%20of%20' in encoded.body
+    assert archive.page("été 2021/share/1-2.html") is encoded  # as serve's framework passes the path, decoded
+    assert archive.page("été 2021/share/9-9.html") is None
+    out = project / "public"
+    assert run("archive", "--out", out).exit_code == 0
+    assert (out / "été 2021" / "share" / "1-2.html").read_bytes() == encoded.body
+
+
 def test_archive_out_writes_the_share_pages_and_takes_them_away_with_their_issue(project, run):
     issue = _write(project)
     out = project / "public"
