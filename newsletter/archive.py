@@ -1,12 +1,13 @@
-"""The web archive: an index of the published issues, each issue's web version, and an Atom feed.
+"""The web archive: an index of the published issues, each issue's web version and share pages, and an Atom feed.
 
 One renderer for both ways of publishing it: `newsletter serve` answers
 `Archive.page(...)` under `archive_url`, and `newsletter archive --out DIR`
 writes the same bytes as static files (`write_archive`).
 
 Below `archive_url` the layout is: `""` the index, `"<id>/"` an issue (its
-identity: its `id:`, or its file's name, percent-encoded), `"feed.xml"` the
-feed. Nothing else is a page: a path is looked up among those names, never
+identity: its `id:`, or its file's name, percent-encoded), `"<id>/share/<item>-<post>.html"`
+the share page of each of its sample posts (share.py), `"feed.xml"` the feed.
+Nothing else is a page: a path is looked up among those names, never
 joined to a folder, so `..`, absolute or encoded paths find nothing.
 
 An issue is published once it has been sent to the list (a recipient
@@ -26,6 +27,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,14 +36,16 @@ from urllib.parse import quote, unquote
 from xml.etree import ElementTree as ET
 
 import jinja2
+from markupsafe import Markup
 
 from .errors import NewsletterError, Problem
 from .files import write_atomically
 from .ledger import sent_issues
-from .model import Issue, Site
+from .model import Issue, Item, Site
 from .pipeline import check
 from .project import Project, default_templates
 from .render import _render_template, page_environment
+from .share import COPY_CSS, SharedPost, script, share_page_name, shared_posts
 from .slug import why_not_a_name
 from .state import ledger_path
 from .validation import load_site
@@ -51,6 +55,7 @@ ATOM = "application/atom+xml; charset=utf-8"
 INDEX = ""
 FEED = "feed.xml"
 INDEX_TEMPLATE = "archive.html.j2"
+SHARE_TEMPLATE = "share.html.j2"
 # Where the web version's Unsubscribe link goes: the index's explanation of how to leave.
 LEAVING = "../#unsubscribe"
 # What fills a web version's slots: nothing of anyone. Other `subscriber.*` slots get their fallbacks.
@@ -60,6 +65,7 @@ _ATOM_NS = "http://www.w3.org/2005/Atom"
 # What `archive --out` wrote last time, so that a page no longer published (a draft now) goes too.
 MANIFEST = ".newsletter-archive.json"
 RESERVED = {"index.html", FEED, MANIFEST}  # ids that would name the archive's own files
+_SHARE_FILE = re.compile(r"share/[0-9]+-[0-9]+\.html")
 
 
 @dataclass(frozen=True)
@@ -131,17 +137,19 @@ class Archive:
     def page(self, relative_path: str, *, refresh: bool = True) -> Page | None:
         """The page at `relative_path` below the archive URL, or None (a 404).
 
-        "" is the index, "<id>/" an issue, "feed.xml" the feed. The id may be
-        given percent-encoded, as in a link, or decoded, as a web framework
-        passes it; the encoded form wins should one issue's decoded id read
-        as another's encoded one. `refresh=False` answers from what was built
+        "" is the index, "<id>/" an issue, "<id>/share/<item>-<post>.html" a
+        sample post's share page, "feed.xml" the feed. The id may be given
+        percent-encoded, as in a link, or decoded, as a web framework passes
+        it; the encoded form wins should one issue's decoded id read as
+        another's encoded one. `refresh=False` answers from what was built
         last, without looking at the files (a server refreshes on its own beat).
         """
         pages = self.pages() if refresh else self._pages
         found = pages.get(relative_path)
-        if found is None and relative_path.endswith("/"):
-            name = self._by_identity.get(relative_path[:-1])
-            found = pages.get(name) if name is not None else None
+        identity, slash, rest = relative_path.partition("/")
+        if found is None and slash:
+            name = self._by_identity.get(identity)
+            found = pages.get(name + rest) if name is not None else None
         return found
 
     def pages(self) -> dict[str, Page]:
@@ -206,7 +214,8 @@ class Archive:
             checked = check(path, web=True)
         except NewsletterError as exc:
             return _Checked(key, None, None, None, tuple(exc.problems))
-        return _Checked(key, checked.issue, checked.rendered.identity, checked.rendered.html.fill(NO_ONE), ())
+        html = with_copy_buttons(checked.rendered.html.fill(NO_ONE))
+        return _Checked(key, checked.issue, checked.rendered.identity, html, ())
 
     def _build(self, files: list[Path], ledger: Path) -> bool:
         """Build the pages; False when the ledger could not be read (the last pages stay, and it is tried again)."""
@@ -253,6 +262,9 @@ class Archive:
         pages = {INDEX: Page(self._index(issues), HTML), FEED: Page(self._feed(issues), ATOM)}
         for p in issues:
             pages[p.name] = Page(p.html.encode("utf-8"), HTML)
+            for item, posts in zip(p.issue.items, shared_posts(self._site, p.issue, p.identity), strict=True):
+                for post in posts:
+                    pages[share_page_name(p.identity, post.number)] = Page(self._share_page(p, item, post), HTML)
         self._pages, self._published, self._warnings = pages, issues, warnings
         self._by_identity = {p.identity: p.name for p in issues}
         return True
@@ -324,6 +336,23 @@ class Archive:
         templates = self.project.templates
         return _render_template(_environment(templates), templates, INDEX_TEMPLATE, context).encode("utf-8")
 
+    def _share_page(self, published: Published, item: Item, post: SharedPost) -> bytes:
+        issue = published.issue
+        context = {
+            "site": self._site,
+            "theme": self._site.theme,
+            "lang": issue.lang,
+            "dir": issue.direction,
+            "issue": issue,
+            "item": item,
+            "post": post,
+            "mastodon": any(link.network == "mastodon" for link in post.links),
+            "copy_css": Markup(COPY_CSS),
+            "script": Markup(script()),
+        }
+        templates = self.project.templates
+        return _render_template(_environment(templates), templates, SHARE_TEMPLATE, context).encode("utf-8")
+
     def _feed(self, issues: list[Published]) -> bytes:
         return atom_feed(self._site, issues)
 
@@ -366,13 +395,26 @@ def write_archive(project: Project, out: Path) -> list[Path]:
     return Archive(project).write(out)
 
 
+def with_copy_buttons(html: str) -> str:
+    """An issue's web version with the archive's script, which puts a Copy button beside each sample post."""
+    head = html.find("</head>")
+    if head != -1:
+        html = f"{html[:head]}<style>{COPY_CSS}</style>{html[head:]}"
+    body = html.rfind("</body>")
+    if body == -1:
+        return html
+    return f"{html[:body]}<script>{script()}</script>{html[body:]}"
+
+
 def _file_name(name: str) -> str:
     """Where the page `name` goes below the output folder: a web server decodes the URL to find it."""
     if name == INDEX:
         return "index.html"
     if name == FEED:
         return FEED
-    return f"{unquote(name.removesuffix('/'))}/index.html"
+    if name.endswith("/"):
+        return f"{unquote(name.removesuffix('/'))}/index.html"
+    return unquote(name)
 
 
 def _written_before(out: Path) -> set[str]:
@@ -381,15 +423,18 @@ def _written_before(out: Path) -> set[str]:
     except (OSError, ValueError):
         return set()
     # Only names this module writes: a manifest edited by hand must not make us delete anything else.
-    return {
-        name
-        for name in listed
-        if isinstance(name, str)
-        and (
-            name in ("index.html", FEED)
-            or (name.endswith("/index.html") and why_not_a_name(name.removesuffix("/index.html")) is None)
-        )
-    }
+    return {name for name in listed if isinstance(name, str) and _ours(name)}
+
+
+def _ours(name: str) -> bool:
+    if name in ("index.html", FEED):
+        return True
+    identity, slash, rest = name.partition("/")
+    return (
+        bool(slash)
+        and why_not_a_name(identity) is None
+        and (rest == "index.html" or _SHARE_FILE.fullmatch(rest) is not None)
+    )
 
 
 def _remove_unpublished(out: Path, names: Iterable[str]) -> None:
@@ -397,10 +442,14 @@ def _remove_unpublished(out: Path, names: Iterable[str]) -> None:
         path = out / name
         try:
             path.unlink(missing_ok=True)
-            if path.parent != out:
-                path.parent.rmdir()  # only when empty: whatever else is there stays
         except OSError:
-            pass
+            continue
+        # Its folders too (a share page's share/, then the issue's), each only when empty: whatever else is there stays.
+        for folder in path.relative_to(out).parents[:-1]:
+            try:
+                (out / folder).rmdir()
+            except OSError:
+                break
 
 
 def _environment(templates: Path) -> jinja2.Environment:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from .errors import Problem
 from .markdown import issue_links
-from .model import Issue
+from .model import Issue, Site
 from .post_length import Network, length_limited, too_long
-from .share import post_text
+from .share import chosen_networks, needs_archive, share_text
 from .yamlsource import Source
 
 # Gmail clips a message whose HTML passes about 102 KB, hiding the rest,
@@ -27,9 +26,9 @@ def is_placeholder(url: str) -> bool:
     return any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS)
 
 
-def lint(issue: Issue, source: Source, html_bytes: int, networks: Iterable[str] | None = None) -> list[Problem]:
-    """The issue's warnings; sample posts are measured for `networks` (by key, as post_length.NETWORKS), or for
-    every network with a length limit when None."""
+def lint(issue: Issue, source: Source, html_bytes: int, site: Site | None = None) -> list[Problem]:
+    """The issue's warnings; sample posts are measured for the networks each item shares to (newsletter.yaml's
+    `share:`, narrowed by the issue and the item), or for every network with a length limit without `site`."""
     warnings: list[Problem] = []
     for href, loc, offset in issue_links(source):
         if is_placeholder(href):
@@ -40,7 +39,8 @@ def lint(issue: Issue, source: Source, html_bytes: int, networks: Iterable[str] 
                 loc = ("items", i, "links", j, "url")
                 warnings.append(source.problem(loc, f"placeholder link {link.url}: put the real address"))
         for j, post in enumerate(item.sample_posts):
-            text = post_text(item, post)
+            text = share_text(post, item.hashtags)
+            networks = None if site is None else chosen_networks(site, issue, item)
             over = too_long(text, length_limited(networks))
             if over:
                 warnings.append(source.problem(("items", i, "sample_posts", j), _too_long(over, text != post)))
@@ -68,3 +68,35 @@ def lint(issue: Issue, source: Source, html_bytes: int, networks: Iterable[str] 
 def _too_long(over: list[tuple[Network, int]], with_hashtags: bool) -> str:
     networks = " and ".join(f"{n.name} ({length} of {n.limit}: {n.counting})" for n, length in over)
     return f"sample post{' with its hashtags' if with_hashtags else ''} is too long for {networks}"
+
+
+def share_warnings(issue: Issue, source: Source, site: Site) -> list[Problem]:
+    """What the sample posts' share links leave out: networks newsletter.yaml does not list, and, without
+    archive_url, those that need the archive's share pages (said once, at the first sample posts)."""
+    warnings: list[Problem] = []
+    narrowed = [(("share",), issue.share)] + [(("items", i, "share"), item.share) for i, item in enumerate(issue.items)]
+    for loc, names in narrowed:
+        unknown = [name for name in names or [] if name not in site.share]
+        if unknown:
+            warnings.append(
+                source.problem(
+                    loc,
+                    f"{', '.join(unknown)}: not in newsletter.yaml's share: ({', '.join(site.share) or 'none'}), "
+                    "so left out; an issue or item can only narrow that list",
+                )
+            )
+    if not site.archive_folder:
+        posting = [(i, item) for i, item in enumerate(issue.items) if item.sample_posts]
+        needing = [
+            name for name in site.share if any(name in chosen_networks(site, issue, item) for _, item in posting)
+        ]
+        needing = [name for name in needing if needs_archive(name)]
+        if needing:
+            warnings.append(
+                source.problem(
+                    ("items", posting[0][0], "sample_posts"),
+                    f"share links for {', '.join(needing)} need archive_url in newsletter.yaml (they go through "
+                    "the web archive's share pages), so the email leaves them out",
+                )
+            )
+    return warnings

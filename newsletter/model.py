@@ -178,6 +178,19 @@ Lang = Annotated[str, AfterValidator(_lang), Field(description="BCP 47 language 
 Colour = Annotated[str, StringConstraints(pattern=_COLOUR.pattern)]
 IssueId = Annotated[str, AfterValidator(_issue_id)]
 Hashtag = Annotated[str, StringConstraints(pattern=r"^[^\s#]+$"), Field(description="without the leading #")]
+# Where a sample post can be shared from (share.py says how); newsletter.yaml's `share:` picks and orders them.
+Network = Literal["x", "bluesky", "mastodon", "threads", "whatsapp", "facebook", "linkedin"]
+DEFAULT_SHARE: list[Network] = ["x", "bluesky", "mastodon", "threads", "whatsapp", "facebook"]
+
+
+def _no_repeats(networks: list[str]) -> list[str]:
+    seen = [n for i, n in enumerate(networks) if n in networks[:i]]
+    if seen:
+        raise ValueError(f"names {seen[0]} twice")
+    return networks
+
+
+Networks = Annotated[list[Network], AfterValidator(_no_repeats)]
 
 
 class _Strict(BaseModel):
@@ -208,6 +221,9 @@ class Item(_Strict):
     body: Markdown = ""
     actions: list[Markdown] = Field([], description='"What you can do": one step each, Markdown')
     sample_posts: list[Text] = Field([], description="ready-to-post messages, shown so they are easy to copy")
+    share: Networks | None = Field(
+        None, description="where this item's sample posts can be shared: only these of the issue's (and the site's)"
+    )
     notes: Markdown = Field("", description="shown after the sample posts")
     links_title: Line | None = Field(None, description="heading over the links")
     links: list[Link] = []
@@ -237,6 +253,9 @@ class Issue(_Strict):
     intro: Markdown = ""
     items: Annotated[list[Item], Field(min_length=1)]
     contact: Contact | None = None
+    share: Networks | None = Field(
+        None, description="where sample posts can be shared: only these of newsletter.yaml's `share:`"
+    )
     published: bool | None = Field(
         None,
         description="the web archive: true shows it even before it is sent; false never shows it, "
@@ -341,6 +360,11 @@ class Site(_Strict):
         None,
         description="where `send` reads who left before every send, e.g. https://example.org/unsubscribe/"
         "suppressions.csv (what `serve` exports); a send that cannot read it is refused",
+    )
+    share: Networks = Field(
+        DEFAULT_SHARE,
+        description="where readers can share sample posts from, in this order: x, bluesky, mastodon, threads, "
+        "whatsapp, facebook, linkedin (mastodon, facebook and linkedin go through the web archive: archive_url)",
     )
     sample_recipient: Email = Field("subscriber@example.org", description="whom `build` addresses its .eml to")
     theme: Theme = Theme()

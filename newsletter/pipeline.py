@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NewsletterError, Problem
-from .lint import lint
+from .lint import lint, share_warnings
 from .message import Composer
 from .message_lint import message_lint
 from .model import Issue
@@ -51,8 +51,7 @@ def check(path: Path, *, web: bool = False) -> Checked:
     # One subscriber's copy, built as `send` builds it, for what the warnings say of the message.
     copy = Composer.prepare(rendered).personalise(TYPICAL_SUBSCRIBER, PREVIEW_SECRET)
     html_bytes = len(copy.html.encode("utf-8"))
-    # Sample posts are measured for every network with a length limit (lint's `networks` narrows them).
-    warnings = lint(issue, source, html_bytes)
+    warnings = lint(issue, source, html_bytes, project.site) + share_warnings(issue, source, project.site)
     if not web:  # the archive's page is no message
         warnings += message_lint(copy, source, project.site_source, project.templates)
     # The issue's own first, then newsletter.yaml's and the templates', each file's in the order of its lines.

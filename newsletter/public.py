@@ -44,6 +44,7 @@ from .archive import Archive
 from .errors import NewsletterError, Problem
 from .project import Project
 from .render import long_date, page_environment
+from .share import script_hash
 from .suppressions import SuppressionStore, Why, parse_when
 from .text import printable
 from .unsubscribe import export_key, read_signed
@@ -134,6 +135,12 @@ class UnsubscribePlace:
         return match["token"] if match else ""
 
 
+# The web version of an email: inline styles and remote images, never a form; one script, the archive's own
+# (Copy buttons, Mastodon's server), allowed by its hash.
+ARCHIVE_CSP = (
+    f"default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; script-src {script_hash()}; "
+    "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
 ARCHIVE_REFRESH = 1.0  # seconds: how soon an edited or newly sent issue shows in the archive
 
 
@@ -385,9 +392,7 @@ class Public:
             found.body,
             headers={
                 "Content-Type": found.content_type,
-                # The web version of an email: inline styles and remote images, never a script or a form.
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
-                "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+                "Content-Security-Policy": ARCHIVE_CSP,
             },
         )
 

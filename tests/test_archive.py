@@ -189,6 +189,8 @@ def test_archive_out_writes_the_same_bytes_as_the_pages(project, run, smtp_serve
     assert result.exit_code == 0, result.output
     pages = _archive(project).pages()
     expected = {"": "index.html", "feed.xml": "feed.xml", SEED_PAGE: f"{SEED}/index.html", "also/": "also/index.html"}
+    # The seed's second item has five sample posts, each with its share page.
+    expected |= {f"{SEED}/share/2-{n}.html": f"{SEED}/share/2-{n}.html" for n in range(1, 6)}
     assert set(pages) == set(expected)
     for name, file in expected.items():
         assert (out / file).read_bytes() == pages[name].body

@@ -7,7 +7,7 @@ import pytest
 from newsletter.lint import lint
 from newsletter.model import Item
 from newsletter.post_length import bluesky_length, length_limited, mastodon_length, threads_length, x_length
-from newsletter.share import post_text
+from newsletter.share import share_text
 from newsletter.validation import load_issue
 
 from .support import write_issue
@@ -53,8 +53,8 @@ def test_the_text_to_post_carries_the_items_hashtags_once():
     item = Item(status="new", title="T", hashtags=["Myanmar", "WhatsHappeningInMyanmar", "MyanmarNeverSilenced"])
     post = "Thinking of #MyanmarSolidarity and #whatshappeninginmyanmar"
     # #Myanmar is not in #MyanmarSolidarity; a hashtag in another case is the same hashtag.
-    assert post_text(item, post) == f"{post} #Myanmar #MyanmarNeverSilenced"
-    assert post_text(item, "#Myanmar #WhatsHappeningInMyanmar #MyanmarNeverSilenced") == (
+    assert share_text(post, item.hashtags) == f"{post} #Myanmar #MyanmarNeverSilenced"
+    assert share_text("#Myanmar #WhatsHappeningInMyanmar #MyanmarNeverSilenced", item.hashtags) == (
         "#Myanmar #WhatsHappeningInMyanmar #MyanmarNeverSilenced"
     )
 

@@ -11,6 +11,7 @@ from newsletter.personalise import SlotRegistry, SubscriberFields
 from newsletter.pipeline import check
 from newsletter.preview import Preview
 from newsletter.render import STATUS_LABELS, environment
+from newsletter.share import shared_posts
 
 from .support import SEED, run_cli
 
@@ -85,6 +86,7 @@ def test_a_version_without_the_sandbox_sharing_the_cache_still_builds(project, r
         status_labels=STATUS_LABELS,
         subscriber=SubscriberFields(SlotRegistry()),
         unsubscribe_url="https://example.org/u",
+        shares=shared_posts(checked.project.site, checked.issue, checked.rendered.identity),
     )
     assert checked.issue.title.upper() in text
     # And what the older one compiled is not used in the sandbox either.
