@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.lint import lint
 from newsletter.model import Item
 from newsletter.post_length import bluesky_length, length_limited, mastodon_length, threads_length, x_length
 from newsletter.share import share_text
-from newsletter.validation import load_issue
 
 from .support import write_issue
 
@@ -117,10 +115,14 @@ def test_the_hashtags_that_would_be_appended_count(project, run):
     ]
 
 
-def test_only_the_networks_asked_for_are_measured(project):
-    issue, source = load_issue(write_issue(project, _issue(["a" * 400])))
-    assert [w.message for w in lint(issue, source, 0, ["mastodon", "whatsapp"]) if "sample post" in w.message] == []
-    assert "for Bluesky (400 of 300" in " ".join(w.message for w in lint(issue, source, 0, ["bluesky"]))
+def test_only_the_networks_shared_to_are_measured(project, run):
+    path = write_issue(project, _issue(["a" * 400]))
+    site = project / "newsletter.yaml"
+    original = site.read_text(encoding="utf-8")
+    site.write_text(original + "share: [mastodon, whatsapp]\n", encoding="utf-8")
+    assert "sample post" not in run("check", path).output
+    site.write_text(original + "share: [bluesky]\n", encoding="utf-8")
+    assert "for Bluesky (400 of 300" in run("check", path).output
 
 
 @pytest.mark.parametrize(
