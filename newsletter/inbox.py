@@ -366,15 +366,23 @@ def read_mailbox(
     with SuppressionStore.open(root) as store:
         for key, data in source.messages(summary):
             summary.read += 1
-            message = email.message_from_bytes(data, policy=email.policy.compat32)
-            name = message_key(message, data)
-            if store.recorded(name):
+            try:
+                message = email.message_from_bytes(data, policy=email.policy.compat32)
+                name = message_key(message, data)
+                already = store.recorded(name)
+                decisions = None if already else classify(message, site, recipients, secret)
+            except RecursionError:
+                # The stdlib parses (and walks) nested MIME parts recursively: a thousand levels of multipart would
+                # otherwise stop this run, and every later one, at the same message.
+                summary.notes.append(f"message {key} left alone: its MIME parts are nested too deep to read")
+                summary.left += 1
+                continue
+            if already:
                 summary.already += 1
+            elif decisions is None:
+                summary.left += 1
+                continue
             else:
-                decisions = classify(message, site, recipients, secret)
-                if decisions is None:
-                    summary.left += 1
-                    continue
                 store.record_decisions(
                     name,
                     decisions,

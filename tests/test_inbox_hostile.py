@@ -1,5 +1,5 @@
 """`inbox` against what a careless or hostile mailbox holds: pipes and devices among the messages, headers that
-trip the bounce library's detectors, and nonsense for --every."""
+trip the bounce library's detectors, MIME nested too deep to parse, and nonsense for --every."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import os
 
 import pytest
 
+from newsletter.suppressions import SuppressionStore
+
 from .support import run_cli
-from .test_inbox import _files, _maildir
+from .test_inbox import DATA, _files, _maildir
 
 
 def test_a_fifo_or_a_device_among_the_messages_is_left_alone_and_the_rest_is_read(project):
@@ -37,3 +39,25 @@ def test_every_must_be_a_sensible_number_of_seconds(project, run, every):
     result = run("inbox", "--maildir", _maildir(project, []), "--watch", "--every", every)
     assert result.exit_code in (1, 2)  # 2: Click's own usage error, for what its range check sees
     assert "--every" in result.output and "Traceback" not in result.output
+
+
+def _nested(levels: int) -> bytes:
+    """A message of `levels` multiparts, each the only part of the one around it."""
+    opening = "".join(f'Content-Type: multipart/mixed; boundary="b{n}"\n\n--b{n}\n' for n in range(levels))
+    closing = "".join(f"--b{n}--\n" for n in reversed(range(levels)))
+    head = "From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\nMessage-ID: <deep@x>\nMIME-Version: 1.0\n"
+    return (head + opening + "Content-Type: text/plain\n\nUser unknown\n" + closing).encode()
+
+
+def test_a_message_nested_a_thousand_levels_deep_is_left_alone_and_the_rest_is_read(project):
+    path = _maildir(project, [(DATA / "postfix-no-such-user.eml").read_bytes()])
+    (path / "new" / "0.deep").write_bytes(_nested(1000))  # written as is: the stdlib cannot even parse it to add it
+    for _ in range(2):  # the second run too: the message that stopped one run must not stop every later one
+        done = run_cli(project, "inbox", "--maildir", path, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "message 0.deep left alone: its MIME parts are nested too deep to read" in done.stderr
+        assert "1 left alone" in done.stdout
+    assert _files(path) == {"0.deep"}
+    with SuppressionStore.open(project) as store:
+        assert [d[1] for d in store.decisions()] == ["nosuchuser@example.net"]
