@@ -23,11 +23,12 @@ Each message of a Maildir, an mbox or an IMAP folder (`imap`) is one of:
 - anything else: left exactly where it is, unread, and not recorded.
 
 Every decision is recorded with its evidence in the suppression store,
-keyed by the message's Message-ID, before the message is moved, so a rerun
-(or an mbox, which is never changed) records nothing twice. Only recognised,
-recorded messages are moved to `inbox.processed_folder`, unread still (a
-Maildir's by renaming the file, an IMAP folder's by MOVE: never a copy
-left behind, never lost); one `Source` interface hides which it is.
+keyed by the message's Message-ID and a digest of it (`message_key`),
+before the message is moved, so a rerun (or an mbox, which is never
+changed) records nothing twice. Only recognised, recorded messages are
+moved to `inbox.processed_folder`, unread still (a Maildir's by renaming
+the file, an IMAP folder's by MOVE: never a copy left behind, never lost);
+one `Source` interface hides which it is.
 """
 
 from __future__ import annotations
@@ -325,9 +326,15 @@ def _text(address: bytes | str) -> str:
 
 
 def message_key(message: email.message.Message, data: bytes) -> str:
-    """What a decision is recorded under: the Message-ID, or a digest of the message when it has none."""
+    """What a decision is recorded under: the Message-ID (for people to find it by) and a digest of the message.
+
+    The Message-ID alone would not do: two different messages can carry the same one, by a sender's fault or by
+    design (a forged bounce for nobody, then the real bounce whose Message-ID it took), and the second would be
+    taken as read and moved away unread. The same message read again has the same digest: recorded once.
+    """
     found = str(message.get("Message-ID", "")).strip()
-    return found if found else "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return f"{found} {digest}" if found else digest
 
 
 def bounce_day(message: email.message.Message) -> str:

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS suppressions (
 CREATE INDEX IF NOT EXISTS by_time ON suppressions (at);
 -- What `inbox` decided of each message it recognised, with its evidence: a rerun records nothing twice.
 CREATE TABLE IF NOT EXISTS inbox_decisions (
-    message  TEXT NOT NULL,          -- the message's Message-ID (or a digest of it, when it has none)
+    message  TEXT NOT NULL,          -- inbox.message_key: the message's Message-ID and a digest of it
     address  TEXT NOT NULL DEFAULT '',  -- subscribers.address_key of whom it is about; '' for an auto-reply
     email    TEXT NOT NULL DEFAULT '',
     at       REAL NOT NULL,
@@ -182,7 +182,7 @@ class SuppressionStore:
             raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
 
     def recorded(self, message: str) -> bool:
-        """Whether `inbox` has recorded a decision on the message with this Message-ID."""
+        """Whether `inbox` has recorded a decision on the message with this key (`inbox.message_key`)."""
         return bool(self._read("SELECT 1 FROM inbox_decisions WHERE message = ? LIMIT 1", (message,)))
 
     def record_decisions(

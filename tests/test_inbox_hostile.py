@@ -1,8 +1,12 @@
 """`inbox` against what a careless or hostile mailbox holds: pipes and devices among the messages, headers that
-trip the bounce library's detectors, MIME nested too deep to parse, and nonsense for --every."""
+trip the bounce library's detectors, MIME nested too deep to parse, a Message-ID taken by another message, and
+nonsense for --every."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import mailbox
 import os
 
 import pytest
@@ -10,7 +14,7 @@ import pytest
 from newsletter.suppressions import SuppressionStore
 
 from .support import run_cli
-from .test_inbox import DATA, _files, _maildir
+from .test_inbox import DATA, _bounce, _files, _maildir, _send_seed
 
 
 def test_a_fifo_or_a_device_among_the_messages_is_left_alone_and_the_rest_is_read(project):
@@ -61,3 +65,18 @@ def test_a_message_nested_a_thousand_levels_deep_is_left_alone_and_the_rest_is_r
     assert _files(path) == {"0.deep"}
     with SuppressionStore.open(project) as store:
         assert [d[1] for d in store.decisions()] == ["nosuchuser@example.net"]
+
+
+def test_a_message_that_took_a_real_bounce_s_message_id_does_not_hide_it(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    real = _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
+    # First comes a bounce for someone never mailed, under the Message-ID the real one will have.
+    decoy = email.message_from_bytes((DATA / "postfix-no-such-user.eml").read_bytes(), policy=email.policy.compat32)
+    decoy.replace_header("Message-ID", email.message_from_bytes(real)["Message-ID"])
+    path = _maildir(project, [decoy.as_bytes()])
+    assert "1 bounce for addresses never mailed" in run("inbox", "--maildir", path).output
+    mailbox.Maildir(path).add(real)
+    result = run("inbox", "--maildir", path)
+    assert "1 read, 1 hard bounce," in result.output and "recorded before" not in result.output
+    with SuppressionStore.open(project) as store:
+        assert store.get("bob@example.org") is not None
