@@ -70,6 +70,12 @@ logging.getLogger("flufl.bounce").propagate = False
 # Only the start of a message is read: a DSN's report and delivery-status come before the returned message,
 # and a 20 MB bounce must not take 20 MB (or more, parsed) to classify.
 READ_LIMIT = 2 * 1024 * 1024
+# What one message can make the store keep. Each decision keeps the message's facts, and a message can name
+# thousands of addresses: unbounded, a 2 MB message could write gigabytes. We send one message per recipient, so a
+# bounce of ours names one address, or a few where it was forwarded; no address is longer than 254 characters.
+MAX_ADDRESSES = 100
+EVIDENCE_CHARS = 500
+_LONGEST_ADDRESS = 254
 
 _AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response)|autoreply|vacation|"
@@ -163,11 +169,11 @@ def classify(
     except Exception:  # a detector choking on a malformed message: it is not ours to decide
         temporary, permanent = frozenset(), frozenset()
     failed = {_text(a): "hard" for a in permanent} | {_text(a): "soft" for a in temporary - permanent}
-    failed = {a: kind for a, kind in failed.items() if "@" in a}
     if report:
         for address, (status, _) in report.items():
             if status[:1] in ("4", "5") and address not in failed:
                 failed[address] = "hard" if status.startswith("5") else "soft"
+    failed = dict([(a, kind) for a, kind in failed.items() if "@" in a and len(a) <= _LONGEST_ADDRESS][:MAX_ADDRESSES])
     # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
     # failure is told apart by who sent it.
     returned = recipients.by_return_path(message, secret)
@@ -275,7 +281,7 @@ def _delivery_status(message: email.message.Message) -> dict[str, tuple[str, str
             action = str(block.get("Action", "")).strip().lower()
             if not address or action in ("delivered", "relayed", "expanded"):
                 continue
-            diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+            diagnostic = _clip(" ".join(str(block.get("Diagnostic-Code", "")).split()))
             found[address] = (status if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status) else "", diagnostic)
     return found
 
@@ -296,11 +302,15 @@ def _quoted_ids(message: email.message.Message) -> str:
 
 def _facts(message: email.message.Message) -> dict:
     return {
-        "message_id": str(message.get("Message-ID", "")).strip(),
-        "date": str(message.get("Date", "")).strip(),
-        "from": str(message.get("From", "")).strip(),
+        "message_id": _clip(str(message.get("Message-ID", "")).strip()),
+        "date": _clip(str(message.get("Date", "")).strip()),
+        "from": _clip(str(message.get("From", "")).strip()),
         "subject": str(message.get("Subject", "")).strip()[:200],
     }
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 1] + "…"
 
 
 def _headers(message: email.message.Message, *names: str) -> list[str]:
@@ -332,7 +342,7 @@ def message_key(message: email.message.Message, data: bytes) -> str:
     design (a forged bounce for nobody, then the real bounce whose Message-ID it took), and the second would be
     taken as read and moved away unread. The same message read again has the same digest: recorded once.
     """
-    found = str(message.get("Message-ID", "")).strip()
+    found = _clip(str(message.get("Message-ID", "")).strip())
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     return f"{found} {digest}" if found else digest
 

@@ -80,3 +80,21 @@ def test_a_message_that_took_a_real_bounce_s_message_id_does_not_hide_it(project
     assert "1 read, 1 hard bounce," in result.output and "recorded before" not in result.output
     with SuppressionStore.open(project) as store:
         assert store.get("bob@example.org") is not None
+
+
+def test_one_message_cannot_fill_the_disk_with_evidence(project, run):
+    """Each decision keeps the message's facts: a 200 KB From line and 200 addresses once wrote 80 MB."""
+    block = "Final-Recipient: rfc822; u{}@example.net\nAction: failed\nStatus: 5.1.1\n\n"
+    blocks = "".join(block.format(n) for n in range(200))
+    huge = "x" * 200_000
+    data = (
+        f"From: MAILER-DAEMON@mx.example.net ({huge})\nSubject: Undelivered Mail\nMessage-ID: <{huge}@x>\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+        f"{blocks}Final-Recipient: rfc822; {huge}@example.net\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; 550 {huge}\n\n--B--\n"
+    ).encode()
+    result = run("inbox", "--maildir", _maildir(project, [data]))
+    assert result.exit_code == 0, result.output
+    assert "100 bounces for addresses never mailed" in result.output
+    assert sum(f.stat().st_size for f in (project / "state").iterdir()) < 2 * 1024 * 1024
