@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import email.errors
+import email.header
 import email.message
 import email.policy
 import email.utils
@@ -232,7 +234,7 @@ def _unsubscribe(message: email.message.Message, site: Site, secret: str | None)
     to = [a for _, a in email.utils.getaddresses(_headers(message, "To", "Cc", "Delivered-To", "X-Original-To"))]
     if address_key(site.unsubscribe_mailto) not in {address_key(a) for a in to if a}:
         return None
-    for text in (str(message.get("Subject", "")), _body_text(message)):
+    for text in (_subject(message), _body_text(message)):
         for token in _TOKEN.findall(text):
             signed = read_signed(secret, site.list_identifier, token)
             if signed:
@@ -255,7 +257,7 @@ def _auto_reply(message: email.message.Message, *, loose: bool = False) -> bool:
         return True
     if str(message.get("Precedence", "")).strip().lower() == "auto_reply":
         return True
-    subject = str(message.get("Subject", ""))
+    subject = _subject(message)
     if _AUTO_SUBJECT.match(subject):
         return True
     # bulk/junk is also how lists mark their own mail: it counts only on a reply (a vacation responder's)
@@ -305,12 +307,22 @@ def _facts(message: email.message.Message) -> dict:
         "message_id": _clip(str(message.get("Message-ID", "")).strip()),
         "date": _clip(str(message.get("Date", "")).strip()),
         "from": _clip(str(message.get("From", "")).strip()),
-        "subject": str(message.get("Subject", "")).strip()[:200],
+        "subject": _subject(message).strip()[:200],
     }
 
 
 def _clip(text: str) -> str:
     return text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 1] + "…"
+
+
+def _subject(message: email.message.Message) -> str:
+    """The Subject as written: a mail program may send it as RFC 2047 encoded-words (=?utf-8?q?unsubscribe_...?=),
+    split anywhere, even inside the token it carries."""
+    raw = str(message.get("Subject", ""))
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):  # a made-up charset, bad bytes
+        return raw
 
 
 def _headers(message: email.message.Message, *names: str) -> list[str]:

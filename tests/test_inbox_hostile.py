@@ -1,19 +1,22 @@
 """`inbox` against what a careless or hostile mailbox holds: pipes and devices among the messages, headers that
-trip the bounce library's detectors, MIME nested too deep to parse, a Message-ID taken by another message, and
-nonsense for --every."""
+trip the bounce library's detectors, MIME nested too deep to parse, a Message-ID taken by another message, a subject
+in encoded-words, and nonsense for --every."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import mailbox
 import os
+from email.header import Header
 
 import pytest
 
 from newsletter.suppressions import SuppressionStore
+from newsletter.unsubscribe import make_token
 
-from .support import run_cli
+from .support import SECRET, SEED, run_cli
 from .test_inbox import DATA, _bounce, _files, _maildir, _send_seed
 
 
@@ -98,3 +101,22 @@ def test_one_message_cannot_fill_the_disk_with_evidence(project, run):
     assert result.exit_code == 0, result.output
     assert "100 bounces for addresses never mailed" in result.output
     assert sum(f.stat().st_size for f in (project / "state").iterdir()) < 2 * 1024 * 1024
+
+
+def test_a_mailed_unsubscribe_whose_subject_the_mail_program_encoded_is_read(project, run, monkeypatch):
+    """Mail programs may send a subject as RFC 2047 encoded-words, quoted-printable or base64, split anywhere."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    tokens = {a: make_token(SECRET, "roundup.example.org", a, SEED) for a in ("cat@example.org", "dan@example.org")}
+    quoted = Header(f"unsubscribe {tokens['cat@example.org']}", "utf-8").encode()  # two encoded-words, token split
+    b64 = "=?utf-8?b?" + base64.b64encode(f"unsubscribe {tokens['dan@example.org']}".encode()).decode() + "?="
+    made_up = "=?x-made-up?q?unsubscribe?="
+    mails = [
+        f"From: {who}@example.org\nTo: unsubscribe@example.org\nSubject: {subject}\nMessage-ID: <{who}@x>\n\n"
+        for who, subject in (("cat", quoted), ("dan", b64), ("eve", made_up))
+    ]
+    assert "=?utf-8?q?" in quoted and "\n" in quoted
+    result = run("inbox", "--maildir", _maildir(project, [m.encode() for m in mails]))
+    assert result.exit_code == 0, result.output
+    assert "2 unsubscribes" in result.output and "1 left alone" in result.output
+    with SuppressionStore.open(project) as store:
+        assert {row.email for row in store.rows()} == {"cat@example.org", "dan@example.org"}
