@@ -234,7 +234,11 @@ def _unsubscribe(message: email.message.Message, site: Site, secret: str | None)
     to = [a for _, a in email.utils.getaddresses(_headers(message, "To", "Cc", "Delivered-To", "X-Original-To"))]
     if address_key(site.unsubscribe_mailto) not in {address_key(a) for a in to if a}:
         return None
-    for text in (_subject(message), _body_text(message)):
+    # A reply quotes the issue, and the issue's text carries the reader's unsubscribe link: where the mailto address
+    # also takes replies (it may be reply_to), a "thank you" would unsubscribe. A reply's token counts in its Subject
+    # only, where the List-Unsubscribe mailto puts it; a message of its own may carry it in its text too.
+    reply = message.get("In-Reply-To") or message.get("References")
+    for text in (_subject(message),) if reply else (_subject(message), _body_text(message)):
         for token in _TOKEN.findall(text):
             signed = read_signed(secret, site.list_identifier, token)
             if signed:

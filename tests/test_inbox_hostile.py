@@ -1,6 +1,6 @@
 """`inbox` against what a careless or hostile mailbox holds: pipes and devices among the messages, headers that
 trip the bounce library's detectors, MIME nested too deep to parse, a Message-ID taken by another message, a subject
-in encoded-words, and nonsense for --every."""
+in encoded-words, a reply quoting someone's unsubscribe link, and nonsense for --every."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import email
 import email.policy
 import mailbox
 import os
+import re
 from email.header import Header
 
 import pytest
@@ -120,3 +121,31 @@ def test_a_mailed_unsubscribe_whose_subject_the_mail_program_encoded_is_read(pro
     assert "2 unsubscribes" in result.output and "1 left alone" in result.output
     with SuppressionStore.open(project) as store:
         assert {row.email for row in store.rows()} == {"cat@example.org", "dan@example.org"}
+
+
+def test_a_reply_quoting_the_issue_is_no_unsubscribe_where_the_mailto_address_takes_replies(
+    project, run, smtp_server, inbox
+):
+    site = project / "newsletter.yaml"
+    configured = site.read_text(encoding="utf-8")
+    site.write_text(
+        configured.replace("unsubscribe_mailto: unsubscribe@example.org", "unsubscribe_mailto: hhomes@amnesty.ca")
+    )
+    assert "reply_to: hhomes@amnesty.ca" in configured
+    _send_seed(project, run, inbox)
+    sent = {a: inbox.by_recipient(a) for a in ("bob@example.org", "cat@example.org")}
+    text = {a: next(p for p in m.walk() if p.get_content_type() == "text/plain").get_content() for a, m in sent.items()}
+    quoted = "\n".join("> " + line for line in text["bob@example.org"].splitlines())
+    cat_token = re.search(r"\?t=(\S+)", text["cat@example.org"])[1]
+    mails = [
+        # bob's thanks, quoting the issue and so his unsubscribe link
+        f"From: bob@example.org\nTo: hhomes@amnesty.ca\nSubject: Re: the roundup\n"
+        f"In-Reply-To: {sent['bob@example.org']['Message-ID']}\nMessage-ID: <thanks@x>\n\nThank you!\n\n{quoted}\n",
+        # cat's own message, her token pasted in its text
+        f"From: cat@example.org\nTo: hhomes@amnesty.ca\nSubject: take me off\nMessage-ID: <off@x>\n\n{cat_token}\n",
+    ]
+    result = run("inbox", "--maildir", _maildir(project, [m.encode() for m in mails]))
+    assert result.exit_code == 0, result.output
+    assert "1 unsubscribe," in result.output and "1 left alone" in result.output
+    with SuppressionStore.open(project) as store:
+        assert [row.email for row in store.rows()] == ["cat@example.org"]
