@@ -16,7 +16,10 @@ Each message of a Maildir, an mbox or an IMAP folder (`imap`) is one of:
   (kind `unknown`) and suppresses nothing: anyone can send a bounce naming
   anyone, and an address we never wrote to cannot tell us about our list;
   but if the quoted Message-ID names whom we mailed (a forward that fails),
-  that recipient is the one bounced;
+  that recipient is the one bounced. With `bounce_address` set, every
+  message of a send went out with its own signed return path: a bounce that
+  did not come back to one (a made-up token, or none) is recorded (kind
+  `unsigned`) and suppresses nothing, and the key is required;
 - an auto-reply (out of office, vacation): recorded, ignored, never a bounce;
 - an unsubscribe mailed to `unsubscribe_mailto` carrying a token signed with
   NEWSLETTER_SECRET: that address is suppressed;
@@ -62,7 +65,7 @@ from .model import Site
 from .state import ledger_path
 from .subscribers import address_key
 from .suppressions import Decision, SuppressionStore
-from .unsubscribe import read_signed, secret_from_env
+from .unsubscribe import read_signed, require_secret, secret_from_env
 
 # flufl.bounce logs a traceback for every detector that trips over a malformed message; the message is then
 # simply not that detector's kind, which the summary already says.
@@ -84,6 +87,7 @@ _AUTO_SUBJECT = re.compile(
     r"abwesenheitsnotiz|r[ée]ponse automatique)",
     re.IGNORECASE,
 )
+READS_RETURN_PATHS = "signed the return paths (bounce_address) that bounces come back to"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
 _ORIGINAL_ID = re.compile(r"<[^<>\s]+\.([0-9a-f]{32})@[^<>\s]+>")
 
@@ -108,6 +112,8 @@ class Summary:
         ]
         if k["unknown"]:
             parts.append(f"{k['unknown']} bounce{'s' if k['unknown'] != 1 else ''} for addresses never mailed")
+        if k["unsigned"]:
+            parts.append(f"{k['unsigned']} bounce{'s' if k['unsigned'] != 1 else ''} not to a signed return path")
         if self.already:
             parts.append(f"{self.already} recorded before")
         parts.append(f"{self.left} left alone")
@@ -182,7 +188,9 @@ def classify(
     if returned and (failed or report is not None or _from_mail_system(message)):
         return [_bounce_to_return_path(message, returned, failed, report or {})]
     if failed and (report is not None or _from_mail_system(message) or not _auto_reply(message)):
-        return _bounces(message, failed, report or {}, recipients)
+        # With bounce_address, every message of a send went out with its own signed return path, and its bounces
+        # come back there. One that did not (a made-up token, none at all) names whom anyone likes: not trusted.
+        return _bounces(message, failed, report or {}, recipients, signed_only=bool(site.bounce_address))
     if report is None and _auto_reply(message, loose=True):
         return [Decision("auto-reply", evidence=_facts(message))]
     return _unsubscribe(message, site, secret)
@@ -208,16 +216,25 @@ RETURN_PATH_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
 
 
 def _bounces(
-    message: email.message.Message, failed: dict[str, str], report: dict, recipients: Recipients
+    message: email.message.Message,
+    failed: dict[str, str],
+    report: dict,
+    recipients: Recipients,
+    *,
+    signed_only: bool,
 ) -> list[Decision]:
-    original = recipients.by_message_id(_quoted_ids(message))
+    """A decision for each failed address a bounce names; `unsigned` for each when only a signed return path is
+    trusted (`classify`): recorded with its evidence, suppressing no one."""
+    original = None if signed_only else recipients.by_message_id(_quoted_ids(message))
     decisions = []
     for address, kind in sorted(failed.items()):
         status, diagnostic = report.get(address, (None, None))
         if status:
             kind = "hard" if status.startswith("5") else "soft"
         facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "failed": address}
-        if recipients.mailed(address):
+        if signed_only:
+            decisions.append(Decision("unsigned", address, None, facts))
+        elif recipients.mailed(address):
             issue = original[0] if original and address_key(original[1]) == address_key(address) else None
             decisions.append(Decision(kind, address, issue or (original[0] if original else None), facts))
         elif original:
@@ -395,7 +412,8 @@ def read_mailbox(
     """Read every message once, recording each decision (then `on_decision`, told as it is recorded)."""
     summary = Summary()
     recipients = Recipients(root)
-    secret = secret_from_env()
+    # Without the key, no return path can be read, and every bounce would be taken for one not to a return path.
+    secret = require_secret(READS_RETURN_PATHS) if site.bounce_address else secret_from_env()
     with SuppressionStore.open(root) as store:
         for key, data in source.messages(summary):
             summary.read += 1

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS inbox_decisions (
     address  TEXT NOT NULL DEFAULT '',  -- subscribers.address_key of whom it is about; '' for an auto-reply
     email    TEXT NOT NULL DEFAULT '',
     at       REAL NOT NULL,
-    kind     TEXT NOT NULL,          -- hard, soft, unknown (a bounce for an address never mailed), mailto, auto-reply
+    kind     TEXT NOT NULL,          -- hard, soft, unknown (for an address never mailed), unsigned (not to a signed
+                                     -- return path, with bounce_address set), mailto, auto-reply
     issue    TEXT,
     suppressed INTEGER NOT NULL DEFAULT 0,
     evidence TEXT NOT NULL DEFAULT '{}',
@@ -78,7 +79,7 @@ BOUNCE_SCORES = {"hard": 1.0, "soft": 0.5}
 class Decision:
     """What `inbox` made of one message, about one address."""
 
-    kind: str  # hard, soft, unknown, mailto, auto-reply
+    kind: str  # hard, soft, unknown, unsigned, mailto, auto-reply
     email: str = ""
     issue: str | None = None
     evidence: dict = field(default_factory=dict)
@@ -199,7 +200,7 @@ class SuppressionStore:
         decision, True if it suppressed the address. Nothing happens for a (message, address) recorded before.
 
         `hard` suppresses at once, `mailto` too; `soft` adds to the address's score (once per `day`; see `score`)
-        and suppresses once it reaches `threshold`; `unknown` and `auto-reply` only record.
+        and suppresses once it reaches `threshold`; `unknown`, `unsigned` and `auto-reply` only record.
         """
         now = time.time()
         day = day or dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()

@@ -149,3 +149,39 @@ def test_a_reply_quoting_the_issue_is_no_unsubscribe_where_the_mailto_address_ta
     assert "1 unsubscribe," in result.output and "1 left alone" in result.output
     with SuppressionStore.open(project) as store:
         assert [row.email for row in store.rows()] == ["cat@example.org"]
+
+
+def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run, smtp_server, inbox, monkeypatch):
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text(encoding="utf-8") + "bounce_address: bounces@example.org\n", encoding="utf-8")
+    _send_seed(project, run, inbox)
+    return_paths = {rcpts[0]: mail_from for mail_from, rcpts in inbox.envelopes}
+
+    def bounce(failed: str, delivered_to: str) -> bytes:
+        data = _bounce(inbox.by_recipient(failed), failed, "5.1.1", "User unknown")
+        return data.replace(b"To: roundup@example.org\n", f"Delivered-To: {delivered_to}\n".encode())
+
+    local, domain = return_paths["cat@example.org"].split("@")
+    forged = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain  # the right shape, the wrong signature
+    mails = [
+        bounce("bob@example.org", return_paths["bob@example.org"]),  # the real thing
+        bounce("cat@example.org", forged),
+        bounce("dan@example.org", "bounces@example.org"),  # no token, but dan's own Message-ID quoted
+    ]
+    path = _maildir(project, mails)
+    monkeypatch.delenv("NEWSLETTER_SECRET")
+    refused = run("inbox", "--maildir", path)
+    assert refused.exit_code == 1 and refused.output.startswith("error: set NEWSLETTER_SECRET: the key that signed")
+    assert len(_files(path)) == 3
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    result = run("inbox", "--maildir", path)
+    assert result.exit_code == 0, result.output
+    assert "3 read, 1 hard bounce," in result.output and "2 bounces not to a signed return path" in result.output
+    with SuppressionStore.open(project) as store:
+        assert [row.email for row in store.rows()] == ["bob@example.org"]
+        assert sorted((d[1], d[2]) for d in store.decisions()) == [
+            ("bob@example.org", "hard"),
+            ("cat@example.org", "unsigned"),
+            ("dan@example.org", "unsigned"),
+        ]
