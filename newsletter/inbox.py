@@ -185,7 +185,7 @@ def classify(
     # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
     # failure is told apart by who sent it.
     returned = recipients.by_return_path(message, secret)
-    if returned and (failed or report is not None or _from_mail_system(message)):
+    if returned and (report is not None or _from_mail_system(message) or (failed and not _auto_reply(message))):
         return [_bounce_to_return_path(message, returned, failed, report or {})]
     if failed and (report is not None or _from_mail_system(message) or not _auto_reply(message)):
         # With bounce_address, every message of a send went out with its own signed return path, and its bounces

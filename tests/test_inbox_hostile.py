@@ -11,6 +11,7 @@ import mailbox
 import os
 import re
 from email.header import Header
+from pathlib import Path
 
 import pytest
 
@@ -151,11 +152,16 @@ def test_a_reply_quoting_the_issue_is_no_unsubscribe_where_the_mailto_address_ta
         assert [row.email for row in store.rows()] == ["cat@example.org"]
 
 
-def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run, smtp_server, inbox, monkeypatch):
+def _send_with_return_paths(project: Path, run, inbox) -> dict[str, str]:
+    """Send the seed issue with a bounce_address: each recipient's return path."""
     site = project / "newsletter.yaml"
     site.write_text(site.read_text(encoding="utf-8") + "bounce_address: bounces@example.org\n", encoding="utf-8")
     _send_seed(project, run, inbox)
-    return_paths = {rcpts[0]: mail_from for mail_from, rcpts in inbox.envelopes}
+    return {rcpts[0]: mail_from for mail_from, rcpts in inbox.envelopes}
+
+
+def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run, smtp_server, inbox, monkeypatch):
+    return_paths = _send_with_return_paths(project, run, inbox)
 
     def bounce(failed: str, delivered_to: str) -> bytes:
         data = _bounce(inbox.by_recipient(failed), failed, "5.1.1", "User unknown")
@@ -185,3 +191,17 @@ def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run
             ("cat@example.org", "unsigned"),
             ("dan@example.org", "unsigned"),
         ]
+
+
+def test_an_auto_reply_to_a_return_path_is_never_a_bounce(project, run, smtp_server, inbox):
+    """A vacation responder answers the return path (RFC 3834); its text may trip a bounce detector's heuristics."""
+    return_paths = _send_with_return_paths(project, run, inbox)
+    away = (
+        f"From: Bob <bob@example.org>\nTo: {return_paths['bob@example.org']}\nSubject: Away until Monday\n"
+        "Auto-Submitted: auto-replied\nMessage-ID: <away@x>\n\nI am away. The following addresses had my mail "
+        "while I am:\n\n  deputy@example.org\n\nTranscript of session follows.\n"
+    )
+    result = run("inbox", "--maildir", _maildir(project, [away.encode()]))
+    assert "0 hard bounces, 0 soft, 0 unsubscribes, 1 auto-reply ignored" in result.output
+    with SuppressionStore.open(project) as store:
+        assert list(store.rows()) == []
