@@ -262,10 +262,12 @@ class ImapMailbox:
     def move(self, key: str, summary: Summary) -> bool:
         uid = [int(key)]
         doing = f"moving message {key} to {self.move_to}"
-        if b"MOVE" in self._offered:
-            self._call(doing, self.client.move, uid, self.move_to)
+        moving = b"MOVE" in self._offered
+        if not self._still_there(doing, self.client.move if moving else self.client.copy, uid, self.move_to):
+            summary.gone_before_move(key)
+            return False
+        if moving:
             return True
-        self._call(doing, self.client.copy, uid, self.move_to)
         self._call(doing, self.client.add_flags, uid, [b"\\Deleted"], True)
         if b"UIDPLUS" in self._offered:
             self._call(doing, self.client.uid_expunge, uid)
@@ -276,6 +278,18 @@ class ImapMailbox:
                 f"the server offers neither MOVE nor UIDPLUS: messages copied to {self.move_to} are marked "
                 f"deleted in {self.settings.folder}, not expunged"
             )
+        return True
+
+    def _still_there(self, doing: str, command: Callable[..., object], *args: object) -> bool:
+        """Run `command` on a message; False when the server says it was expunged meanwhile (RFC 5530's
+        EXPUNGEISSUED): another reader of the folder, a second `inbox` or a person, moved it first."""
+        with _session(self.settings, doing):
+            try:
+                command(*args)
+            except IMAPClientError as exc:
+                if isinstance(exc, IMAPClientAbortError) or "[EXPUNGEISSUED]" not in str(exc):
+                    raise
+                return False
         return True
 
 

@@ -101,6 +101,9 @@ class Summary:
     moved: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def gone_before_move(self, key: str) -> None:
+        self.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
+
     def line(self) -> str:
         k = self.kinds
         parts = [
@@ -494,7 +497,7 @@ class LocalMailbox:
             relative = self.box._lookup(key)  # the file's name under new/ or cur/: the stdlib offers no public way
             os.rename(Path(self.box._path) / relative, Path(self.move_to._path) / relative)
         except (KeyError, FileNotFoundError):
-            summary.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
+            summary.gone_before_move(key)
             return False
         except OSError as exc:
             raise NewsletterError(Problem(self.path, f"cannot move message {key}: {exc.strerror or exc}")) from None
