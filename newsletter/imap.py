@@ -230,11 +230,20 @@ class ImapMailbox:
             )
         self._offered = set(self._call("asking what it offers", self.client.capabilities))
         self.move_to = self._processed_name()
-        if not self._call(f"looking for {self.move_to}", self.client.folder_exists, self.move_to):
+        # A folder that only holds folders (\Noselect: Processed.2024 made without Processed) is listed, yet
+        # takes no message: every run would record its first message and stop there, unable to move it.
+        if not self._holds_messages(self.move_to):
             self._call(f"making the folder {self.move_to}", self.client.create_folder, self.move_to)
             # Mail programs show subscribed folders only: subscribed, the moved messages can be seen and undone.
             self._call(f"subscribing to {self.move_to}", self.client.subscribe_folder, self.move_to)
         self._call(f"opening {folder}", self.client.select_folder, folder)
+
+    def _holds_messages(self, name: str) -> bool:
+        """Whether the folder `name` is there and can hold messages (LIST flags it neither \\Noselect nor
+        \\NonExistent)."""
+        listed = self._call(f"looking for {name}", self.client.list_folders, "", name)
+        flags = [{flag.lower() for flag in found} for found, _, listed_name in listed if listed_name == name]
+        return bool(flags) and not flags[0] & {b"\\noselect", b"\\nonexistent"}
 
     def _processed_name(self) -> str:
         """The processed folder where the server keeps personal folders: under INBOX. on servers that say so."""

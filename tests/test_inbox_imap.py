@@ -302,3 +302,15 @@ def test_a_message_another_reader_moved_first_is_a_note_not_a_stop(tmp_path, cap
         assert told_second.notes == ["message 1 went away before it could be moved; its decision is recorded"]
         assert _ids(server.messages(account)) == [HUMAN_ID]
         assert len(server.messages(account, "Processed")) == 1
+
+
+def test_a_processed_folder_that_only_holds_folders_is_made_able_to_hold_messages(project, run, dovecot, account):
+    with dovecot.client(account) as client:
+        client.create_folder("Processed.2024")  # Dovecot lists Processed itself as \Noselect: a folder of folders
+        assert b"\\Noselect" in next(f for f, _, name in client.list_folders() if name == "Processed")
+    dovecot.deliver(account, (DATA / "postfix-no-such-user.eml").read_bytes(), (DATA / "human-reply.eml").read_bytes())
+    result = run("inbox", "--ca-file", dovecot.ca_file)
+    assert result.exit_code == 0, result.output
+    assert "2 read" in result.output and "1 left alone" in result.output
+    assert _ids(dovecot.messages(account)) == [HUMAN_ID]
+    assert len(dovecot.messages(account, "Processed")) == 1
