@@ -92,6 +92,10 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])"
 _ORIGINAL_ID = re.compile(r"<[^<>\s]+\.([0-9a-f]{32})@[^<>\s]+>")
 
 
+class MailboxGone(NewsletterError):
+    """A Maildir or an mbox that is not there, or went away while read: deleted, or being made again."""
+
+
 @dataclass
 class Summary:
     read: int = 0
@@ -466,6 +470,8 @@ class LocalMailbox:
         box, path = self.box, self.path
         try:
             keys = list(box.keys())
+        except FileNotFoundError:
+            raise MailboxGone(Problem(path, "the mailbox went away before it could be read")) from None
         except OSError as exc:
             raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
         for key in keys:
@@ -480,7 +486,7 @@ class LocalMailbox:
                 continue
             except FileNotFoundError:
                 if not path.exists():
-                    raise NewsletterError(
+                    raise MailboxGone(
                         Problem(path, "the mailbox went away while reading it; what was read is recorded")
                     ) from None
                 summary.notes.append(f"message {key} went away while reading; left to the next run")
@@ -513,7 +519,7 @@ def _open_message(box: mailbox.Mailbox, key: str) -> BinaryIO:
 
 def open_maildir(path: Path, folder_name: str) -> LocalMailbox:
     if not (path / "cur").is_dir() or not (path / "new").is_dir():
-        raise NewsletterError(Problem(path, "is not a Maildir (it needs cur/, new/ and tmp/)"))
+        raise MailboxGone(Problem(path, "is not a Maildir (it needs cur/, new/ and tmp/)"))
     box = mailbox.Maildir(path, factory=None, create=False)
     name = folder_name.lstrip(".")
     try:
@@ -525,5 +531,5 @@ def open_maildir(path: Path, folder_name: str) -> LocalMailbox:
 
 def open_mbox(path: Path) -> LocalMailbox:
     if not path.is_file():
-        raise NewsletterError(Problem(path, "no such mbox file"))
+        raise MailboxGone(Problem(path, "no such mbox file"))
     return LocalMailbox(mailbox.mbox(path, factory=None, create=False), path)

@@ -1,6 +1,7 @@
 """`inbox` against what a careless or hostile mailbox holds: pipes and devices among the messages, headers that
 trip the bounce library's detectors, MIME nested too deep to parse, a Message-ID taken by another message, a subject
-in encoded-words, a reply quoting someone's unsubscribe link, and nonsense for --every."""
+in encoded-words, a reply quoting someone's unsubscribe link, forged and unsigned bounces, auto-replies to return
+paths, a Maildir that goes away while watched, and nonsense for --every."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import email.policy
 import mailbox
 import os
 import re
+import shutil
 from email.header import Header
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from newsletter.suppressions import SuppressionStore
 from newsletter.unsubscribe import make_token
 
-from .support import SECRET, SEED, run_cli
+from .support import SECRET, SEED, cli_watching, run_cli
 from .test_inbox import DATA, _bounce, _files, _maildir, _send_seed
 
 
@@ -205,3 +207,18 @@ def test_an_auto_reply_to_a_return_path_is_never_a_bounce(project, run, smtp_ser
     assert "0 hard bounces, 0 soft, 0 unsubscribes, 1 auto-reply ignored" in result.output
     with SuppressionStore.open(project) as store:
         assert list(store.rows()) == []
+
+
+def test_watch_waits_for_a_maildir_that_went_away_and_reads_it_when_it_is_back(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    path = _maildir(project, [_bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.1", "Unknown")])
+    with cli_watching(project, "inbox", "--maildir", path, "--watch", "--every", "0.2") as lines:
+        lines.until(r"^dan@example\.org ")  # the Maildir was read
+        shutil.rmtree(path)  # deleted, say to be restored from a backup
+        lines.until(r"^inbox: Maildir: .*; trying again in 0\.2 s$")
+        box = mailbox.Maildir(path, create=True)
+        box.add(_bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"))
+        assert lines.until(r"bob@example\.org").string.split() == ["bob@example.org", "hard", SEED]
+    # A mailbox that was never there is a typo, not a wait.
+    never = run_cli(project, "inbox", "--maildir", project / "Maildri", "--watch", timeout=30)
+    assert never.returncode == 1 and "Maildri: is not a Maildir" in never.stderr
