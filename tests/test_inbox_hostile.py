@@ -175,20 +175,22 @@ def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run
         bounce("bob@example.org", return_paths["bob@example.org"]),  # the real thing
         bounce("cat@example.org", forged),
         bounce("dan@example.org", "bounces@example.org"),  # no token, but dan's own Message-ID quoted
+        bounce("dan@example.org", return_paths["ann@example.org"]),  # ann's, whatever address the DSN names
     ]
     path = _maildir(project, mails)
     monkeypatch.delenv("NEWSLETTER_SECRET")
     refused = run("inbox", "--maildir", path)
     assert refused.exit_code == 1 and refused.output.startswith("error: set NEWSLETTER_SECRET: the key that signed")
-    assert len(_files(path)) == 3
+    assert len(_files(path)) == 4
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     result = run("inbox", "--maildir", path)
     assert result.exit_code == 0, result.output
-    assert "3 read, 1 hard bounce," in result.output and "2 bounces not to a signed return path" in result.output
+    assert "4 read, 2 hard bounces," in result.output and "2 bounces not to a signed return path" in result.output
     with SuppressionStore.open(project) as store:
-        assert [row.email for row in store.rows()] == ["bob@example.org"]
+        assert sorted(row.email for row in store.rows()) == ["ann@example.org", "bob@example.org"]
         assert sorted((d[1], d[2]) for d in store.decisions()) == [
+            ("ann@example.org", "hard"),
             ("bob@example.org", "hard"),
             ("cat@example.org", "unsigned"),
             ("dan@example.org", "unsigned"),
