@@ -241,10 +241,13 @@ class SuppressionStore:
         )
         return suppress
 
-    def decisions(self) -> list[tuple[str, str, str, str | None, bool, dict]]:
-        """(message, email, kind, issue, suppressed, evidence) of every decision `inbox` recorded, oldest first."""
+    def decisions(self, email: str | None = None) -> list[tuple[str, str, str, str | None, bool, dict]]:
+        """(message, email, kind, issue, suppressed, evidence) of every decision `inbox` recorded, oldest first;
+        only those about `email` when given."""
         found = self._read(
-            "SELECT message, email, kind, issue, suppressed, evidence FROM inbox_decisions ORDER BY at, rowid", ()
+            "SELECT message, email, kind, issue, suppressed, evidence FROM inbox_decisions "
+            "WHERE ? IS NULL OR address = ? ORDER BY at, rowid",
+            (None, None) if email is None else (address_key(email),) * 2,
         )
         return [(m, e, k, i, bool(s), json.loads(ev)) for m, e, k, i, s, ev in found]
 
