@@ -314,3 +314,17 @@ def test_a_processed_folder_that_only_holds_folders_is_made_able_to_hold_message
     assert "2 read" in result.output and "1 left alone" in result.output
     assert _ids(dovecot.messages(account)) == [HUMAN_ID]
     assert len(dovecot.messages(account, "Processed")) == 1
+
+
+def test_a_folder_named_in_any_script_is_read(project, run, dovecot, account):
+    """IMAP writes folder names in modified UTF-7, where & is the escape: both must reach the server right."""
+    folder = "Boîte & rebonds"
+    with dovecot.client(account) as client:
+        client.create_folder(folder)
+    dovecot.deliver(account, (DATA / "postfix-no-such-user.eml").read_bytes(), folder=folder)
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text(encoding="utf-8").replace("inbox:\n", f'inbox:\n  folder: "{folder}"\n'))
+    result = run("inbox", "--ca-file", dovecot.ca_file)
+    assert result.exit_code == 0, result.output
+    assert "1 bounce for addresses never mailed" in result.output
+    assert dovecot.messages(account, folder) == [] and len(dovecot.messages(account, "Processed")) == 1
