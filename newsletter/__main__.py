@@ -216,6 +216,15 @@ def suppressions_list() -> None:
     suppressions.list_command(console=ClickConsole())
 
 
+@suppressions.command("show")
+@click.argument("addresses", metavar="ADDRESS...", nargs=-1, required=True)
+def suppressions_show(addresses: tuple[str, ...]) -> None:
+    """Why these addresses are suppressed, or not: what inbox recorded of them, with its evidence."""
+    from .commands import suppressions
+
+    suppressions.show_command(list(addresses), console=ClickConsole())
+
+
 @suppressions.command("add")
 @click.argument("addresses", metavar="ADDRESS...", nargs=-1, required=True)
 def suppressions_add(addresses: tuple[str, ...]) -> None:

@@ -230,11 +230,20 @@ class ImapMailbox:
             )
         self._offered = set(self._call("asking what it offers", self.client.capabilities))
         self.move_to = self._processed_name()
-        if not self._call(f"looking for {self.move_to}", self.client.folder_exists, self.move_to):
+        # A folder that only holds folders (\Noselect: Processed.2024 made without Processed) is listed, yet
+        # takes no message: every run would record its first message and stop there, unable to move it.
+        if not self._holds_messages(self.move_to):
             self._call(f"making the folder {self.move_to}", self.client.create_folder, self.move_to)
             # Mail programs show subscribed folders only: subscribed, the moved messages can be seen and undone.
             self._call(f"subscribing to {self.move_to}", self.client.subscribe_folder, self.move_to)
         self._call(f"opening {folder}", self.client.select_folder, folder)
+
+    def _holds_messages(self, name: str) -> bool:
+        """Whether the folder `name` is there and can hold messages (LIST flags it neither \\Noselect nor
+        \\NonExistent)."""
+        listed = self._call(f"looking for {name}", self.client.list_folders, "", name)
+        flags = [{flag.lower() for flag in found} for found, _, listed_name in listed if listed_name == name]
+        return bool(flags) and not flags[0] & {b"\\noselect", b"\\nonexistent"}
 
     def _processed_name(self) -> str:
         """The processed folder where the server keeps personal folders: under INBOX. on servers that say so."""
@@ -262,10 +271,12 @@ class ImapMailbox:
     def move(self, key: str, summary: Summary) -> bool:
         uid = [int(key)]
         doing = f"moving message {key} to {self.move_to}"
-        if b"MOVE" in self._offered:
-            self._call(doing, self.client.move, uid, self.move_to)
+        moving = b"MOVE" in self._offered
+        if not self._still_there(doing, self.client.move if moving else self.client.copy, uid, self.move_to):
+            summary.gone_before_move(key)
+            return False
+        if moving:
             return True
-        self._call(doing, self.client.copy, uid, self.move_to)
         self._call(doing, self.client.add_flags, uid, [b"\\Deleted"], True)
         if b"UIDPLUS" in self._offered:
             self._call(doing, self.client.uid_expunge, uid)
@@ -276,6 +287,18 @@ class ImapMailbox:
                 f"the server offers neither MOVE nor UIDPLUS: messages copied to {self.move_to} are marked "
                 f"deleted in {self.settings.folder}, not expunged"
             )
+        return True
+
+    def _still_there(self, doing: str, command: Callable[..., object], *args: object) -> bool:
+        """Run `command` on a message; False when the server says it was expunged meanwhile (RFC 5530's
+        EXPUNGEISSUED): another reader of the folder, a second `inbox` or a person, moved it first."""
+        with _session(self.settings, doing):
+            try:
+                command(*args)
+            except IMAPClientError as exc:
+                if isinstance(exc, IMAPClientAbortError) or "[EXPUNGEISSUED]" not in str(exc):
+                    raise
+                return False
         return True
 
 

@@ -16,24 +16,30 @@ Each message of a Maildir, an mbox or an IMAP folder (`imap`) is one of:
   (kind `unknown`) and suppresses nothing: anyone can send a bounce naming
   anyone, and an address we never wrote to cannot tell us about our list;
   but if the quoted Message-ID names whom we mailed (a forward that fails),
-  that recipient is the one bounced;
+  that recipient is the one bounced. With `bounce_address` set, every
+  message of a send went out with its own signed return path: a bounce that
+  did not come back to one (a made-up token, or none) is recorded (kind
+  `unsigned`) and suppresses nothing, and the key is required;
 - an auto-reply (out of office, vacation): recorded, ignored, never a bounce;
 - an unsubscribe mailed to `unsubscribe_mailto` carrying a token signed with
   NEWSLETTER_SECRET: that address is suppressed;
 - anything else: left exactly where it is, unread, and not recorded.
 
 Every decision is recorded with its evidence in the suppression store,
-keyed by the message's Message-ID, before the message is moved, so a rerun
-(or an mbox, which is never changed) records nothing twice. Only recognised,
-recorded messages are moved to `inbox.processed_folder`, unread still (a
-Maildir's by renaming the file, an IMAP folder's by MOVE: never a copy
-left behind, never lost); one `Source` interface hides which it is.
+keyed by the message's Message-ID and a digest of it (`message_key`),
+before the message is moved, so a rerun (or an mbox, which is never
+changed) records nothing twice. Only recognised, recorded messages are
+moved to `inbox.processed_folder`, unread still (a Maildir's by renaming
+the file, an IMAP folder's by MOVE: never a copy left behind, never lost);
+one `Source` interface hides which it is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import email
+import email.errors
+import email.header
 import email.message
 import email.policy
 import email.utils
@@ -59,7 +65,7 @@ from .model import Site
 from .state import ledger_path
 from .subscribers import address_key
 from .suppressions import Decision, SuppressionStore
-from .unsubscribe import read_signed, secret_from_env
+from .unsubscribe import read_signed, require_secret, secret_from_env
 
 # flufl.bounce logs a traceback for every detector that trips over a malformed message; the message is then
 # simply not that detector's kind, which the summary already says.
@@ -69,14 +75,25 @@ logging.getLogger("flufl.bounce").propagate = False
 # Only the start of a message is read: a DSN's report and delivery-status come before the returned message,
 # and a 20 MB bounce must not take 20 MB (or more, parsed) to classify.
 READ_LIMIT = 2 * 1024 * 1024
+# What one message can make the store keep. Each decision keeps the message's facts, and a message can name
+# thousands of addresses: unbounded, a 2 MB message could write gigabytes. We send one message per recipient, so a
+# bounce of ours names one address, or a few where it was forwarded; no address is longer than 254 characters.
+MAX_ADDRESSES = 100
+EVIDENCE_CHARS = 500
+_LONGEST_ADDRESS = 254
 
 _AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response)|autoreply|vacation|"
     r"abwesenheitsnotiz|r[ée]ponse automatique)",
     re.IGNORECASE,
 )
+READS_RETURN_PATHS = "signed the return paths (bounce_address) that bounces come back to"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
 _ORIGINAL_ID = re.compile(r"<[^<>\s]+\.([0-9a-f]{32})@[^<>\s]+>")
+
+
+class MailboxGone(NewsletterError):
+    """A Maildir or an mbox that is not there, or went away while read: deleted, or being made again."""
 
 
 @dataclass
@@ -87,6 +104,9 @@ class Summary:
     left: int = 0
     moved: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def gone_before_move(self, key: str) -> None:
+        self.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
 
     def line(self) -> str:
         k = self.kinds
@@ -99,6 +119,8 @@ class Summary:
         ]
         if k["unknown"]:
             parts.append(f"{k['unknown']} bounce{'s' if k['unknown'] != 1 else ''} for addresses never mailed")
+        if k["unsigned"]:
+            parts.append(f"{k['unsigned']} bounce{'s' if k['unsigned'] != 1 else ''} not to a signed return path")
         if self.already:
             parts.append(f"{self.already} recorded before")
         parts.append(f"{self.left} left alone")
@@ -162,18 +184,20 @@ def classify(
     except Exception:  # a detector choking on a malformed message: it is not ours to decide
         temporary, permanent = frozenset(), frozenset()
     failed = {_text(a): "hard" for a in permanent} | {_text(a): "soft" for a in temporary - permanent}
-    failed = {a: kind for a, kind in failed.items() if "@" in a}
     if report:
         for address, (status, _) in report.items():
             if status[:1] in ("4", "5") and address not in failed:
                 failed[address] = "hard" if status.startswith("5") else "soft"
+    failed = dict([(a, kind) for a, kind in failed.items() if "@" in a and len(a) <= _LONGEST_ADDRESS][:MAX_ADDRESSES])
     # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
     # failure is told apart by who sent it.
     returned = recipients.by_return_path(message, secret)
-    if returned and (failed or report is not None or _from_mail_system(message)):
+    if returned and (report is not None or _from_mail_system(message) or (failed and not _auto_reply(message))):
         return [_bounce_to_return_path(message, returned, failed, report or {})]
     if failed and (report is not None or _from_mail_system(message) or not _auto_reply(message)):
-        return _bounces(message, failed, report or {}, recipients)
+        # With bounce_address, every message of a send went out with its own signed return path, and its bounces
+        # come back there. One that did not (a made-up token, none at all) names whom anyone likes: not trusted.
+        return _bounces(message, failed, report or {}, recipients, signed_only=bool(site.bounce_address))
     if report is None and _auto_reply(message, loose=True):
         return [Decision("auto-reply", evidence=_facts(message))]
     return _unsubscribe(message, site, secret)
@@ -199,16 +223,25 @@ RETURN_PATH_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
 
 
 def _bounces(
-    message: email.message.Message, failed: dict[str, str], report: dict, recipients: Recipients
+    message: email.message.Message,
+    failed: dict[str, str],
+    report: dict,
+    recipients: Recipients,
+    *,
+    signed_only: bool,
 ) -> list[Decision]:
-    original = recipients.by_message_id(_quoted_ids(message))
+    """A decision for each failed address a bounce names; `unsigned` for each when only a signed return path is
+    trusted (`classify`): recorded with its evidence, suppressing no one."""
+    original = None if signed_only else recipients.by_message_id(_quoted_ids(message))
     decisions = []
     for address, kind in sorted(failed.items()):
         status, diagnostic = report.get(address, (None, None))
         if status:
             kind = "hard" if status.startswith("5") else "soft"
         facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "failed": address}
-        if recipients.mailed(address):
+        if signed_only:
+            decisions.append(Decision("unsigned", address, None, facts))
+        elif recipients.mailed(address):
             issue = original[0] if original and address_key(original[1]) == address_key(address) else None
             decisions.append(Decision(kind, address, issue or (original[0] if original else None), facts))
         elif original:
@@ -225,7 +258,11 @@ def _unsubscribe(message: email.message.Message, site: Site, secret: str | None)
     to = [a for _, a in email.utils.getaddresses(_headers(message, "To", "Cc", "Delivered-To", "X-Original-To"))]
     if address_key(site.unsubscribe_mailto) not in {address_key(a) for a in to if a}:
         return None
-    for text in (str(message.get("Subject", "")), _body_text(message)):
+    # A reply quotes the issue, and the issue's text carries the reader's unsubscribe link: where the mailto address
+    # also takes replies (it may be reply_to), a "thank you" would unsubscribe. A reply's token counts in its Subject
+    # only, where the List-Unsubscribe mailto puts it; a message of its own may carry it in its text too.
+    reply = message.get("In-Reply-To") or message.get("References")
+    for text in (_subject(message),) if reply else (_subject(message), _body_text(message)):
         for token in _TOKEN.findall(text):
             signed = read_signed(secret, site.list_identifier, token)
             if signed:
@@ -248,7 +285,7 @@ def _auto_reply(message: email.message.Message, *, loose: bool = False) -> bool:
         return True
     if str(message.get("Precedence", "")).strip().lower() == "auto_reply":
         return True
-    subject = str(message.get("Subject", ""))
+    subject = _subject(message)
     if _AUTO_SUBJECT.match(subject):
         return True
     # bulk/junk is also how lists mark their own mail: it counts only on a reply (a vacation responder's)
@@ -274,7 +311,7 @@ def _delivery_status(message: email.message.Message) -> dict[str, tuple[str, str
             action = str(block.get("Action", "")).strip().lower()
             if not address or action in ("delivered", "relayed", "expanded"):
                 continue
-            diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+            diagnostic = _clip(" ".join(str(block.get("Diagnostic-Code", "")).split()))
             found[address] = (status if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status) else "", diagnostic)
     return found
 
@@ -295,11 +332,25 @@ def _quoted_ids(message: email.message.Message) -> str:
 
 def _facts(message: email.message.Message) -> dict:
     return {
-        "message_id": str(message.get("Message-ID", "")).strip(),
-        "date": str(message.get("Date", "")).strip(),
-        "from": str(message.get("From", "")).strip(),
-        "subject": str(message.get("Subject", "")).strip()[:200],
+        "message_id": _clip(str(message.get("Message-ID", "")).strip()),
+        "date": _clip(str(message.get("Date", "")).strip()),
+        "from": _clip(str(message.get("From", "")).strip()),
+        "subject": _subject(message).strip()[:200],
     }
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 1] + "…"
+
+
+def _subject(message: email.message.Message) -> str:
+    """The Subject as written: a mail program may send it as RFC 2047 encoded-words (=?utf-8?q?unsubscribe_...?=),
+    split anywhere, even inside the token it carries."""
+    raw = str(message.get("Subject", ""))
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):  # a made-up charset, bad bytes
+        return raw
 
 
 def _headers(message: email.message.Message, *names: str) -> list[str]:
@@ -325,9 +376,15 @@ def _text(address: bytes | str) -> str:
 
 
 def message_key(message: email.message.Message, data: bytes) -> str:
-    """What a decision is recorded under: the Message-ID, or a digest of the message when it has none."""
-    found = str(message.get("Message-ID", "")).strip()
-    return found if found else "sha256:" + hashlib.sha256(data).hexdigest()
+    """What a decision is recorded under: the Message-ID (for people to find it by) and a digest of the message.
+
+    The Message-ID alone would not do: two different messages can carry the same one, by a sender's fault or by
+    design (a forged bounce for nobody, then the real bounce whose Message-ID it took), and the second would be
+    taken as read and moved away unread. The same message read again has the same digest: recorded once.
+    """
+    found = _clip(str(message.get("Message-ID", "")).strip())
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return f"{found} {digest}" if found else digest
 
 
 def bounce_day(message: email.message.Message) -> str:
@@ -362,19 +419,28 @@ def read_mailbox(
     """Read every message once, recording each decision (then `on_decision`, told as it is recorded)."""
     summary = Summary()
     recipients = Recipients(root)
-    secret = secret_from_env()
+    # Without the key, no return path can be read, and every bounce would be taken for one not to a return path.
+    secret = require_secret(READS_RETURN_PATHS) if site.bounce_address else secret_from_env()
     with SuppressionStore.open(root) as store:
         for key, data in source.messages(summary):
             summary.read += 1
-            message = email.message_from_bytes(data, policy=email.policy.compat32)
-            name = message_key(message, data)
-            if store.recorded(name):
+            try:
+                message = email.message_from_bytes(data, policy=email.policy.compat32)
+                name = message_key(message, data)
+                already = store.recorded(name)
+                decisions = None if already else classify(message, site, recipients, secret)
+            except RecursionError:
+                # The stdlib parses (and walks) nested MIME parts recursively: a thousand levels of multipart would
+                # otherwise stop this run, and every later one, at the same message.
+                summary.notes.append(f"message {key} left alone: its MIME parts are nested too deep to read")
+                summary.left += 1
+                continue
+            if already:
                 summary.already += 1
+            elif decisions is None:
+                summary.left += 1
+                continue
             else:
-                decisions = classify(message, site, recipients, secret)
-                if decisions is None:
-                    summary.left += 1
-                    continue
                 store.record_decisions(
                     name,
                     decisions,
@@ -404,6 +470,8 @@ class LocalMailbox:
         box, path = self.box, self.path
         try:
             keys = list(box.keys())
+        except FileNotFoundError:
+            raise MailboxGone(Problem(path, "the mailbox went away before it could be read")) from None
         except OSError as exc:
             raise NewsletterError(Problem(path, f"cannot read the mailbox: {exc.strerror or exc}")) from None
         for key in keys:
@@ -418,7 +486,7 @@ class LocalMailbox:
                 continue
             except FileNotFoundError:
                 if not path.exists():
-                    raise NewsletterError(
+                    raise MailboxGone(
                         Problem(path, "the mailbox went away while reading it; what was read is recorded")
                     ) from None
                 summary.notes.append(f"message {key} went away while reading; left to the next run")
@@ -435,7 +503,7 @@ class LocalMailbox:
             relative = self.box._lookup(key)  # the file's name under new/ or cur/: the stdlib offers no public way
             os.rename(Path(self.box._path) / relative, Path(self.move_to._path) / relative)
         except (KeyError, FileNotFoundError):
-            summary.notes.append(f"message {key} went away before it could be moved; its decision is recorded")
+            summary.gone_before_move(key)
             return False
         except OSError as exc:
             raise NewsletterError(Problem(self.path, f"cannot move message {key}: {exc.strerror or exc}")) from None
@@ -451,7 +519,7 @@ def _open_message(box: mailbox.Mailbox, key: str) -> BinaryIO:
 
 def open_maildir(path: Path, folder_name: str) -> LocalMailbox:
     if not (path / "cur").is_dir() or not (path / "new").is_dir():
-        raise NewsletterError(Problem(path, "is not a Maildir (it needs cur/, new/ and tmp/)"))
+        raise MailboxGone(Problem(path, "is not a Maildir (it needs cur/, new/ and tmp/)"))
     box = mailbox.Maildir(path, factory=None, create=False)
     name = folder_name.lstrip(".")
     try:
@@ -463,5 +531,5 @@ def open_maildir(path: Path, folder_name: str) -> LocalMailbox:
 
 def open_mbox(path: Path) -> LocalMailbox:
     if not path.is_file():
-        raise NewsletterError(Problem(path, "no such mbox file"))
+        raise MailboxGone(Problem(path, "no such mbox file"))
     return LocalMailbox(mailbox.mbox(path, factory=None, create=False), path)

@@ -51,11 +51,12 @@ CREATE TABLE IF NOT EXISTS suppressions (
 CREATE INDEX IF NOT EXISTS by_time ON suppressions (at);
 -- What `inbox` decided of each message it recognised, with its evidence: a rerun records nothing twice.
 CREATE TABLE IF NOT EXISTS inbox_decisions (
-    message  TEXT NOT NULL,          -- the message's Message-ID (or a digest of it, when it has none)
+    message  TEXT NOT NULL,          -- inbox.message_key: the message's Message-ID and a digest of it
     address  TEXT NOT NULL DEFAULT '',  -- subscribers.address_key of whom it is about; '' for an auto-reply
     email    TEXT NOT NULL DEFAULT '',
     at       REAL NOT NULL,
-    kind     TEXT NOT NULL,          -- hard, soft, unknown (a bounce for an address never mailed), mailto, auto-reply
+    kind     TEXT NOT NULL,          -- hard, soft, unknown (for an address never mailed), unsigned (not to a signed
+                                     -- return path, with bounce_address set), mailto, auto-reply
     issue    TEXT,
     suppressed INTEGER NOT NULL DEFAULT 0,
     evidence TEXT NOT NULL DEFAULT '{}',
@@ -78,7 +79,7 @@ BOUNCE_SCORES = {"hard": 1.0, "soft": 0.5}
 class Decision:
     """What `inbox` made of one message, about one address."""
 
-    kind: str  # hard, soft, unknown, mailto, auto-reply
+    kind: str  # hard, soft, unknown, unsigned, mailto, auto-reply
     email: str = ""
     issue: str | None = None
     evidence: dict = field(default_factory=dict)
@@ -182,7 +183,7 @@ class SuppressionStore:
             raise NewsletterError(Problem(self.path, f"cannot write the suppression store: {exc}")) from None
 
     def recorded(self, message: str) -> bool:
-        """Whether `inbox` has recorded a decision on the message with this Message-ID."""
+        """Whether `inbox` has recorded a decision on the message with this key (`inbox.message_key`)."""
         return bool(self._read("SELECT 1 FROM inbox_decisions WHERE message = ? LIMIT 1", (message,)))
 
     def record_decisions(
@@ -199,7 +200,7 @@ class SuppressionStore:
         decision, True if it suppressed the address. Nothing happens for a (message, address) recorded before.
 
         `hard` suppresses at once, `mailto` too; `soft` adds to the address's score (once per `day`; see `score`)
-        and suppresses once it reaches `threshold`; `unknown` and `auto-reply` only record.
+        and suppresses once it reaches `threshold`; `unknown`, `unsigned` and `auto-reply` only record.
         """
         now = time.time()
         day = day or dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
@@ -240,10 +241,13 @@ class SuppressionStore:
         )
         return suppress
 
-    def decisions(self) -> list[tuple[str, str, str, str | None, bool, dict]]:
-        """(message, email, kind, issue, suppressed, evidence) of every decision `inbox` recorded, oldest first."""
+    def decisions(self, email: str | None = None) -> list[tuple[str, str, str, str | None, bool, dict]]:
+        """(message, email, kind, issue, suppressed, evidence) of every decision `inbox` recorded, oldest first;
+        only those about `email` when given."""
         found = self._read(
-            "SELECT message, email, kind, issue, suppressed, evidence FROM inbox_decisions ORDER BY at, rowid", ()
+            "SELECT message, email, kind, issue, suppressed, evidence FROM inbox_decisions "
+            "WHERE ? IS NULL OR address = ? ORDER BY at, rowid",
+            (None, None) if email is None else (address_key(email),) * 2,
         )
         return [(m, e, k, i, bool(s), json.loads(ev)) for m, e, k, i, s, ev in found]
 

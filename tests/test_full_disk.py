@@ -1,4 +1,5 @@
-"""A full disk during `build` and `send --dry-run`: one line naming the file, no traceback, no half-written file."""
+"""A full disk during `build`, `send --dry-run` and `inbox`: one line naming the file, no traceback, no half-written
+file, no message lost."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from newsletter.suppressions import SuppressionStore
+
 from .small_disk import SmallDisk, cli, small_disk
-from .support import SEED, write_list
+from .support import SEED, run_cli, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 
@@ -83,3 +86,38 @@ def test_new_on_a_full_disk_leaves_no_empty_scaffold_behind(project, tmp_path):
         done = cli(disk, project, "new", "summer")
         assert the_one_error(done, disk, "issues") == "summer.yaml"
         assert not (disk.folder / "summer.yaml").exists()  # so that `new summer` works once there is room
+
+
+def test_inbox_on_a_full_disk_moves_only_what_it_recorded_and_a_rerun_carries_on(
+    project, run, smtp_server, inbox, tmp_path
+):
+    from .test_inbox import _bounce, _files, _maildir
+
+    addresses = [f"reader{i}@example.com" for i in range(120)]
+    assert run("send", ISSUE, "--to", write_list(project, ["email", *addresses]), "--yes").exit_code == 0
+    # Long diagnostics: the store fills the disk partway through the Maildir.
+    path = _maildir(
+        project, [_bounce(inbox.by_recipient(a), a, "5.1.1", "User unknown " + "x" * 400) for a in addresses]
+    )
+    state = project / "state"
+    room = sum(f.stat().st_size for f in state.iterdir()) + 1024 * 1024  # a few dozen decisions
+    with small_disk(tmp_path / "disk", room) as disk:
+        for file in state.iterdir():
+            shutil.copy2(file, disk.folder / file.name)
+        shutil.rmtree(state)
+        state.symlink_to(disk.folder)
+        done = cli(disk, project, "inbox", "--maildir", path)
+        assert done.returncode == 1
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("error: state/suppressions.sqlite3: cannot write the suppression store: "), line
+        with SuppressionStore.open(project) as store:
+            recorded = {d[1] for d in store.decisions()}
+        assert 0 < len(recorded) < len(addresses)
+        # What was recorded moved; the rest is where it was, unread.
+        assert len(_files(path / ".Processed")) == len(recorded) and len(_files(path)) == len(addresses) - len(recorded)
+        if disk.file_limit is None:
+            subprocess.run(["mount", "-o", "remount,size=16m", str(disk.folder)], check=True)
+        again = run_cli(project, "inbox", "--maildir", path)
+        assert again.returncode == 0, again.stderr
+        assert f"{len(addresses) - len(recorded)} hard bounces" in again.stdout
+        assert len(_files(path / ".Processed")) == len(addresses) and not _files(path)

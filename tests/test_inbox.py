@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
+import re
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,23 @@ def test_watch_prints_each_decision_as_it_comes_and_stops_on_ctrl_c(project, run
         assert found.string.split() == ["bob@example.org", "hard", SEED]
         with SuppressionStore.open(project) as store:
             assert store.get("bob@example.org") is not None
+
+
+def test_suppressions_show_says_on_what_evidence_each_address_was_suppressed(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    # What a server says ends up on the terminal: an escape sequence in it is shown, never obeyed.
+    hard = _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User \x1b[2J unknown")
+    soft = _bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full")
+    assert run("inbox", "--maildir", _maildir(project, [hard, soft])).exit_code == 0
+
+    result = run("suppressions", "show", "BOB@example.org", "cat@example.org", "ann@example.org")
+    assert result.exit_code == 0, result.output
+    bob, bob_why, cat, cat_score, cat_why, ann = result.output.splitlines()
+    assert re.fullmatch(rf"bob@example\.org  suppressed \S+Z  bounce  {SEED}", bob)
+    assert bob_why == (
+        f"  hard  {SEED}  5.1.1 smtp; 550 5.1.1 User \\x1b[2J unknown; message <bounce.bob@example.org.5.1.1"
+        "@mx.example.net> of Mon, 10 May 2021 09:12:44 +0000 from MAILER-DAEMON@mx.example.net (Mail Delivery System)"
+    )
+    assert (cat, cat_score) == ("cat@example.org  not suppressed", "  bounce score 0.5 (suppressed at 3)")
+    assert cat_why.startswith(f"  soft  {SEED}  4.2.2 smtp; 550 4.2.2 Mailbox full; message <bounce.cat@")
+    assert ann == "ann@example.org  not suppressed"

@@ -282,3 +282,49 @@ def test_watch_prints_each_decision_and_rides_out_a_server_that_hangs_up(
         # The line is printed once the decision is recorded; the move follows it.
         moved = _eventually(lambda: dovecot.messages(account, "Processed"))
         assert len(moved) == 1 and not moved[0].seen and dovecot.messages(account) == []
+
+
+@pytest.mark.parametrize("capability", [None, "IMAP4rev1 SASL-IR LITERAL+ NAMESPACE UIDPLUS"])
+def test_a_message_another_reader_moved_first_is_a_note_not_a_stop(tmp_path, capability):
+    """Two `inbox` runs at once on one folder: each reads the message; the second to move it is told it is gone."""
+    with Dovecot.running(capability=capability) as server:
+        account = server.add_user()
+        server.deliver(
+            account, (DATA / "postfix-no-such-user.eml").read_bytes(), (DATA / "human-reply.eml").read_bytes()
+        )
+        settings = imap.Settings("127.0.0.1", server.port, account.username, account.password, ca_file=server.ca_file)
+        site_file = tmp_path / "newsletter.yaml"
+        with imap.open_mailbox(settings, site_file) as first, imap.open_mailbox(settings, site_file) as second:
+            told, told_second = Summary(), Summary()
+            assert [key for key, _ in first.messages(told)] == [key for key, _ in second.messages(told_second)]
+            assert first.move("1", told)
+            assert not second.move("1", told_second)
+        assert told_second.notes == ["message 1 went away before it could be moved; its decision is recorded"]
+        assert _ids(server.messages(account)) == [HUMAN_ID]
+        assert len(server.messages(account, "Processed")) == 1
+
+
+def test_a_processed_folder_that_only_holds_folders_is_made_able_to_hold_messages(project, run, dovecot, account):
+    with dovecot.client(account) as client:
+        client.create_folder("Processed.2024")  # Dovecot lists Processed itself as \Noselect: a folder of folders
+        assert b"\\Noselect" in next(f for f, _, name in client.list_folders() if name == "Processed")
+    dovecot.deliver(account, (DATA / "postfix-no-such-user.eml").read_bytes(), (DATA / "human-reply.eml").read_bytes())
+    result = run("inbox", "--ca-file", dovecot.ca_file)
+    assert result.exit_code == 0, result.output
+    assert "2 read" in result.output and "1 left alone" in result.output
+    assert _ids(dovecot.messages(account)) == [HUMAN_ID]
+    assert len(dovecot.messages(account, "Processed")) == 1
+
+
+def test_a_folder_named_in_any_script_is_read(project, run, dovecot, account):
+    """IMAP writes folder names in modified UTF-7, where & is the escape: both must reach the server right."""
+    folder = "Boîte & rebonds"
+    with dovecot.client(account) as client:
+        client.create_folder(folder)
+    dovecot.deliver(account, (DATA / "postfix-no-such-user.eml").read_bytes(), folder=folder)
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text(encoding="utf-8").replace("inbox:\n", f'inbox:\n  folder: "{folder}"\n'))
+    result = run("inbox", "--ca-file", dovecot.ca_file)
+    assert result.exit_code == 0, result.output
+    assert "1 bounce for addresses never mailed" in result.output
+    assert dovecot.messages(account, folder) == [] and len(dovecot.messages(account, "Processed")) == 1

@@ -13,7 +13,7 @@ from .. import imap
 from ..connection import ConnectFailed
 from ..console import Console
 from ..errors import NewsletterError
-from ..inbox import Decision, Source, Summary, open_maildir, open_mbox, read_mailbox
+from ..inbox import Decision, MailboxGone, Source, Summary, open_maildir, open_mbox, read_mailbox
 from ..project import open_project
 from ..text import printable
 
@@ -69,12 +69,16 @@ def inbox_command(
 
     where = str(maildir or mbox or "") or f"{settings.folder} of {settings.username} on {settings.address}"
     console.say(f"inbox: watching {printable(where)} every {every:g} s; Ctrl-C to stop")
+    read_before = False
     try:
         while True:
             try:
                 read_once(tell)
-            except ConnectFailed as exc:
-                if not exc.retry:  # a refused login or an untrusted certificate does not mend by waiting
+                read_before = True
+            except (ConnectFailed, MailboxGone) as exc:
+                # A refused login or an untrusted certificate does not mend by waiting, nor a mailbox never there
+                # (a typo); one that was read before and went away may be being made again (moved, restored).
+                if not (exc.retry if isinstance(exc, ConnectFailed) else read_before):
                     raise
                 console.say(f"inbox: {printable(str(exc))}; trying again in {every:g} s", err=True)
             time.sleep(every)

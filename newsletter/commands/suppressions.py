@@ -37,6 +37,34 @@ def list_command(*, console: Console) -> int:
     return n
 
 
+def show_command(addresses: list[str], *, console: Console) -> int:
+    """Say of each address whether it is suppressed, why, and on what evidence: each decision `inbox` recorded
+    about it (a bounce's status and diagnostic, the message's Message-ID, date and sender), so that a wrong call
+    can be seen before it is undone with `remove`; how many are suppressed."""
+    project = open_project()
+    found = 0
+    with SuppressionStore.open(project.root) as store:
+        for value in addresses:
+            row = store.get(value)
+            found += row is not None
+            said = f"suppressed {row.when}  {row.why}  {row.issue or '-'}" if row else "not suppressed"
+            console.say(printable(f"{row.email if row else value.strip()}  {said}"))
+            score = store.score(value, project.site.inbox.score_resets_after_days)
+            if score and row is None:  # on the way to being suppressed by soft bounces
+                console.say(f"  bounce score {score:g} (suppressed at {project.site.inbox.soft_bounce_threshold:g})")
+            for _, _, kind, issue, _, evidence in store.decisions(value):
+                console.say(printable(f"  {kind}  {issue or '-'}  {_evidence(evidence)}"))
+    return found
+
+
+def _evidence(facts: dict) -> str:
+    """What `inbox` decided on, in one line: what the server said, and which message said it."""
+    said = " ".join(str(facts[k]) for k in ("status", "diagnostic") if facts.get(k))
+    matched = f" (matched by {facts['matched']})" if facts.get("matched") else ""
+    message = f"message {facts.get('message_id') or '(no Message-ID)'} of {facts.get('date') or '(no date)'}"
+    return f"{said + '; ' if said else ''}{message} from {facts.get('from') or '(no sender)'}{matched}"
+
+
 def add_command(addresses: list[str], *, console: Console) -> int:
     """Record each address as left by hand (`manual`); how many were new. None is added if any is not an address."""
     problems = [
