@@ -187,7 +187,7 @@ def classify(
     if report:
         for address, (status, _) in report.items():
             if status[:1] in ("4", "5") and address not in failed:
-                failed[address] = "hard" if status.startswith("5") else "soft"
+                failed[address] = status_kind(status)
     failed = dict([(a, kind) for a, kind in failed.items() if "@" in a and len(a) <= _LONGEST_ADDRESS][:MAX_ADDRESSES])
     # Bounces say Auto-Submitted too (RFC 3834): an auto-reply's text that a heuristic detector misreads as a
     # failure is told apart by who sent it.
@@ -203,6 +203,14 @@ def classify(
     return _unsubscribe(message, site, secret)
 
 
+def status_kind(status: str) -> str:
+    """A DSN status as a bounce: 5.x.x hard, 4.x.x soft; but a full mailbox (X.2.2) is soft even when the server
+    calls it permanent, as RFC 3463 allows it to be transient and most senders count it: the person is still
+    there, and may empty it."""
+    code = status.strip().split(".")
+    return "hard" if code[0] == "5" and code[1:3] != ["2", "2"] else "soft"
+
+
 def _bounce_to_return_path(
     message: email.message.Message, returned: tuple[str, str], failed: dict[str, str], report: dict
 ) -> Decision:
@@ -212,7 +220,7 @@ def _bounce_to_return_path(
     issue, address = returned
     status, diagnostic = report.get(address) or next(iter(report.values()), (None, None))
     statuses = [s for s, _ in report.values() if s]
-    hard = any(s.startswith("5") for s in statuses) or (not statuses and "hard" in failed.values())
+    hard = any(status_kind(s) == "hard" for s in statuses) or (not statuses and "hard" in failed.values())
     kind = "hard" if hard else "soft"
     facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "matched": "return path"}
     return Decision(kind, address, issue, facts)
@@ -237,7 +245,7 @@ def _bounces(
     for address, kind in sorted(failed.items()):
         status, diagnostic = report.get(address, (None, None))
         if status:
-            kind = "hard" if status.startswith("5") else "soft"
+            kind = status_kind(status)
         facts = {**_facts(message), "bounce": kind, "status": status, "diagnostic": diagnostic, "failed": address}
         if signed_only:
             decisions.append(Decision("unsigned", address, None, facts))

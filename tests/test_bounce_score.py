@@ -136,3 +136,12 @@ def test_a_bounce_naming_two_addresses_is_recorded_whole_or_not_at_all(project, 
     assert result.exit_code == 0 and "2 hard bounces" in result.output, result.output
     with SuppressionStore.open(project) as store:
         assert store.get(ANN) is not None and store.get("bob@example.org") is not None
+
+
+def test_a_full_mailbox_is_soft_even_when_the_server_calls_it_permanent(project, run, smtp_server, inbox):
+    _send_seed(project, run, inbox)
+    full = _soft_on(inbox.by_recipient(ANN), "10 May 2021", 1, status="5.2.2")
+    result = run("inbox", "--maildir", _maildir(project, [full]))
+    assert "0 hard bounces, 1 soft" in result.output, result.output
+    with SuppressionStore.open(project) as store:
+        assert store.get(ANN) is None and store.score(ANN) == 0.5
