@@ -13,6 +13,7 @@ from .html_scan import Scan, scan
 from .message import ENCODED_WORD_MAX, FOLD_AT, Personalised
 from .model import HEADER_LINE_MAX, Issue, Site
 from .render import HTML_TEMPLATE, TEXT_TEMPLATE
+from .subscribers import address_key
 from .yamlsource import Loc, Source
 
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
@@ -35,16 +36,26 @@ def _reply_to(site: Site, source: Source) -> list[Problem]:
     # rspamd's SPOOF_REPLYTO (rules/misc.lua): Reply-To's domain is not From's, exactly, and a recipient is at From's.
     if not site.reply_to:
         return []
+    warnings = []
+    if site.unsubscribe_mailto and address_key(site.unsubscribe_mailto) == address_key(site.reply_to):
+        warnings.append(
+            source.problem(
+                ("unsubscribe_mailto",),
+                f"unsubscribe_mailto is reply_to ({site.reply_to}): people's replies land where `inbox` reads "
+                "unsubscribes, and go unread by the team; give unsubscribes an address of their own",
+            )
+        )
     theirs, ours = site.reply_to.rpartition("@")[2].lower(), site.domain.lower()
     if theirs == ours:
-        return []
+        return warnings
     return [
+        *warnings,
         source.problem(
             ("reply_to",),
             f"reply_to {site.reply_to} is on another domain than from ({site.from_.email}): rspamd adds 6 points "
             f"(SPOOF_REPLYTO), half-way to spam, to every copy sent to an address at {ours}; "
             f"reply to an address at {ours}, or send from {theirs}",
-        )
+        ),
     ]
 
 

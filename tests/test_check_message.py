@@ -46,6 +46,13 @@ def test_a_reply_to_on_another_domain_than_from_is_named_by_its_line(project, ru
     assert _warnings(run("check", issue)) == []
 
 
+def test_unsubscribes_mailed_to_the_reply_address_are_warned_of(project, run):
+    issue = write_issue(project, QUIET)
+    _edit(project / "newsletter.yaml", "reply_to: hhomes@amnesty.ca", "reply_to: Unsubscribe@example.org")
+    (warning,) = _warnings(run("check", issue))
+    assert warning.startswith("newsletter.yaml:") and "unsubscribe_mailto is reply_to" in warning
+
+
 # -- the hidden preheader ----------------------------------------------------------
 
 
