@@ -42,6 +42,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .model import Issue, Item, Site
+from .text import LINE_BREAKS
 
 SCRIPT_FILE = Path(__file__).resolve().parent / "share.js"
 MASTODON_FRAGMENT = "#mastodon"
@@ -107,7 +108,8 @@ class SharedPost:
         )
 
 
-_LINE_BREAK = re.compile(r"\r\n?")
+# Every line break YAML reads as one (a separator or NEL pasted from a word processor too) is the reader's `\n`.
+_LINE_BREAK = re.compile(rf"\r\n|[{re.escape(LINE_BREAKS)}]")
 
 
 def share_text(post: str, hashtags: Sequence[str]) -> str:

@@ -176,6 +176,20 @@ def test_the_text_part_has_one_short_link_per_post(project, run):
     assert "  > #WhatsHappeningInMyanmar #MyanmarNeverSilenced\n  Share: " in text
 
 
+def test_every_kind_of_line_break_in_a_post_is_a_line_break_in_both_parts_and_the_links(project, run):
+    # A line or paragraph separator, or NEL, pasted from a word processor: YAML reads each as a line break,
+    # and so must the email, or the text part's quoting ("  > ") stops at the first.
+    post = "one\u2028two\u2029three\x85four\r\nfive"
+    _write(project, ISSUE.replace(json.dumps(PLAIN), json.dumps(post)))
+    assert run("build", "issues/hostile.yaml").exit_code == 0
+    out = project / "outbox" / "hostile"
+    text = (out / "email.txt").read_text(encoding="utf-8")
+    assert "  > one\n  > two\n  > three\n  > four\n  > five #tag #Extra\n" in text
+    html = (out / "email.html").read_text(encoding="utf-8")
+    assert _text_of(_share_lines(html)[1]["X"]) == "one\ntwo\nthree\nfour\nfive #tag #Extra"
+    assert lxml.html.fromstring(html).find_class("post")[1].findall("br") != []
+
+
 # -- the archive's share pages ---------------------------------------------------------
 
 
