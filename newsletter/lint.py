@@ -43,7 +43,8 @@ def lint(issue: Issue, source: Source, html_bytes: int, site: Site | None = None
             networks = None if site is None else chosen_networks(site, issue, item)
             over = too_long(text, length_limited(networks))
             if over:
-                warnings.append(source.problem(("items", i, "sample_posts", j), _too_long(over, text != post)))
+                with_hashtags = text != share_text(post, [])  # not merely the trailing white space dropped
+                warnings.append(source.problem(("items", i, "sample_posts", j), _too_long(over, with_hashtags)))
         if item.image and is_placeholder(item.image.src):
             loc = ("items", i, "image", "src")
             warnings.append(source.problem(loc, f"placeholder image {item.image.src}: put the real address"))
