@@ -13,6 +13,7 @@ import html5lib
 import lxml.html
 import pytest
 
+from newsletter import public
 from newsletter.archive import Archive
 from newsletter.project import open_project
 from newsletter.share import share_text
@@ -225,6 +226,21 @@ def test_a_share_page_carries_open_graph_and_card_tags_for_its_post(project):
     plain = lxml.html.fromstring(_pages(project)["hostile/share/1-2.html"].body)
     names = {m.get("property") or m.get("name"): m.get("content") for m in plain.iter("meta")}
     assert names["twitter:card"] == "summary" and "og:image" not in names and "twitter:image" not in names
+
+
+def test_the_archives_pages_print_the_postal_address_as_the_email_does_without_stray_commas(project):
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text().replace("  312 Laurier Avenue East\n", "  312 Laurier Avenue East,\n\n"))
+    _write(project)
+    pages = _pages(project)
+    for name in ("", "hostile/share/1-1.html"):
+        (footer,) = lxml.html.fromstring(pages[name].body).iter("footer")
+        assert "312 Laurier Avenue East, Ottawa, Ontario K1N 1H9, Canada" in footer.text_content(), name
+        assert ",," not in footer.text_content() and ", ," not in footer.text_content()
+    # serve's own pages (unsubscribe), one line each.
+    page = public.Pages(open_project(project)).render("other", "A page", message="Something")
+    (footer,) = lxml.html.fromstring(page).iter("footer")
+    assert footer.text_content().endswith("\n312 Laurier Avenue East\nOttawa, Ontario K1N 1H9\nCanada")
 
 
 def test_an_id_that_needs_encoding_has_its_share_pages_at_either_form_of_the_address(project, run):
