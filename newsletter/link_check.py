@@ -5,11 +5,14 @@ a server refuses HEAD or answers it with an error, as browsers only GET), a
 few at a time, each within a time limit, following redirects. A dead one is an
 error at every place it is written; a redirect and an image too heavy to send
 to every subscriber are warnings.
+
+A user name and password in an address are never printed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,6 +37,8 @@ IMAGE_BYTES = 200 * 1024  # an image above this is downloaded by every subscribe
 USER_AGENT = f"newsletter-link-check/{__version__} (checks the links of an email newsletter before it is sent)"
 
 Place = Callable[[str], Problem]  # where an address is written: makes the problem to report there
+# The user name and password of an address (https://ann:secret@host/), wherever one is in a message.
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.IGNORECASE)
 
 
 @dataclass
@@ -120,24 +125,26 @@ def check_links(checked: Checked, *, timeout: float = DEFAULT_TIMEOUT) -> LinkRe
     warnings: list[Problem] = []
     for target, outcome in zip(found, outcomes, strict=True):
         if outcome.dead:
-            errors += [place(f"link {target.url} is dead: {outcome.dead}") for place in target.places]
+            errors += _said(target, f"link {target.url} is dead: {outcome.dead}")
             continue
         if outcome.final:
-            warnings += [
-                place(f"link {target.url} redirects ({outcome.status}) to {outcome.final}: link there directly")
-                for place in target.places
-            ]
+            warnings += _said(
+                target, f"link {target.url} redirects ({outcome.status}) to {outcome.final}: link there directly"
+            )
         if target.image and outcome.size is not None and outcome.size > IMAGE_BYTES:
             size = f"over {IMAGE_BYTES // 1024}" if outcome.partly else f"{outcome.size / 1024:.0f}"
-            warnings += [
-                place(
-                    f"image {target.url} is {size} KB: every subscriber who opens the email "
-                    f"downloads it; make it smaller than {IMAGE_BYTES // 1024} KB"
-                )
-                for place in target.places
-            ]
+            warnings += _said(
+                target,
+                f"image {target.url} is {size} KB: every subscriber who opens the email "
+                f"downloads it; make it smaller than {IMAGE_BYTES // 1024} KB",
+            )
     dead = sum(1 for outcome in outcomes if outcome.dead)
     return LinkReport(len(found), dead, _in_order(errors), _in_order(warnings))
+
+
+def _said(target: Target, message: str) -> list[Problem]:
+    """`message` at every place `target` is written, without the password of any address in it."""
+    return [place(_USERINFO.sub(r"\1…@", message)) for place in target.places]
 
 
 def _in_order(problems: list[Problem]) -> list[Problem]:
