@@ -166,6 +166,22 @@ def test_without_archive_url_the_email_keeps_the_direct_links_and_check_says_why
     assert "need archive_url" not in run("check", path).output
 
 
+def test_an_issue_kept_off_the_web_links_to_no_page_of_it_and_check_says_why_once(project, run):
+    path = _write(project, ISSUE.replace("published: true", "published: false"))
+    assert run("build", path).exit_code == 0
+    out = project / "outbox" / "hostile"
+    html = (out / "email.html").read_text(encoding="utf-8")
+    # The archive never shows it: no share page for Mastodon, Facebook or LinkedIn, no web version.
+    assert [list(line) for line in _share_lines(html)] == [["X", "Bluesky", "Threads", "WhatsApp"]] * 2
+    assert f"{ARCHIVE}hostile/" not in html and "View in your browser" not in html
+    text = (out / "email.txt").read_text(encoding="utf-8")
+    assert f"{ARCHIVE}hostile/" not in text and "Share:" not in text
+    assert Archive(open_project(project)).page("hostile/share/1-1.html") is None
+    warned = [line for line in run("check", path).output.splitlines() if "published: false" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: issues/hostile.yaml:10:")
+    assert "mastodon, facebook" in warned[0]
+
+
 def test_the_text_part_has_one_short_link_per_post(project, run):
     assert run("build", f"issues/{SEED}.yaml").exit_code == 0
     text = (project / "outbox" / SEED / "email.txt").read_text(encoding="utf-8")
