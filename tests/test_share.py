@@ -449,6 +449,32 @@ def test_in_chromium_the_archive_copies_and_mastodon_asks_once_then_forwards(ser
         browser.close()
 
 
+def test_in_chromium_the_mastodon_prompt_takes_a_server_as_people_write_it(served_archive, chromium):
+    from .test_serve import HOST
+
+    browser = chromium(served_archive.port)
+    try:
+        page = browser.new_page()
+        asked: list[str] = []
+
+        def answer(route) -> None:
+            asked.append(route.request.url)
+            route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>compose</title>")
+
+        # No Mastodon server runs here: Chromium answers for them, and says where it was sent.
+        page.route("https://*.example/**", answer)
+        written = ["mastodon.example.", "MASTODON.EXAMPLE", "@me@mastodon.example.", "https://mastodon.example./@me"]
+        for server in written:
+            page.goto(f"http://{HOST}/roundup/hostile/share/1-2.html")
+            page.evaluate("localStorage.clear()")  # each asked afresh, not forwarded to the last one
+            page.get_by_label("Your Mastodon server").fill(server)
+            page.get_by_role("button", name="Post on Mastodon").click()
+            page.wait_for_url("https://mastodon.example/share?**", timeout=10_000)
+        assert [url.partition("?")[0] for url in asked] == ["https://mastodon.example/share"] * len(written)
+    finally:
+        browser.close()
+
+
 def test_in_chromium_without_javascript_the_share_page_explains_and_the_text_is_there(served_archive, chromium):
     from .test_serve import HOST
 
