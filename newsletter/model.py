@@ -66,6 +66,12 @@ def link_problem(href: str) -> str | None:
     return None
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank: write the post, or remove it")
+    return value
+
+
 def _url(value: str) -> str:
     _one_line(value)
     why = link_problem(value)
@@ -169,6 +175,7 @@ def _list_id(value: str) -> str:
 
 
 Text = Annotated[str, StringConstraints(min_length=1)]
+Post = Annotated[Text, AfterValidator(_not_blank)]  # shared as it is: white space alone opens an empty compose window
 Line = Annotated[str, StringConstraints(min_length=1), AfterValidator(_one_line)]
 Markdown = Annotated[str, Field(description="Markdown: paragraphs, **bold**, _em_, [links](https://...), lists")]
 Url = Annotated[str, AfterValidator(_url), Field(description="an http, https or mailto link")]
@@ -220,7 +227,7 @@ class Item(_Strict):
     image: Image | None = None
     body: Markdown = ""
     actions: list[Markdown] = Field([], description='"What you can do": one step each, Markdown')
-    sample_posts: list[Text] = Field([], description="ready-to-post messages, shown so they are easy to copy")
+    sample_posts: list[Post] = Field([], description="ready-to-post messages, shown so they are easy to copy")
     share: Networks | None = Field(
         None, description="where this item's sample posts can be shared: only these of the issue's (and the site's)"
     )

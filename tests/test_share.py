@@ -92,6 +92,16 @@ def test_the_item_hashtags_are_added_only_when_missing(post, hashtags, shared):
     assert share_text(post, hashtags) == shared
 
 
+def test_a_blank_sample_post_is_an_error_at_its_line(project, run):
+    # Nothing to post: an empty box in the email, and share links that open an empty compose window.
+    path = _write(project, ISSUE.replace(json.dumps(PLAIN), '"   "'))
+    result = run("check", path)
+    assert result.exit_code == 1
+    assert "error: issues/hostile.yaml:11:9: items[0].sample_posts[1]: is blank: write the post, or remove it" in (
+        result.output
+    )
+
+
 # -- the email -------------------------------------------------------------------------
 
 
