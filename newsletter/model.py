@@ -150,6 +150,22 @@ def _unsubscribe_pattern(value: str) -> str:
     return value
 
 
+def _archive_url(value: str) -> str:
+    _web_url(value)
+    # Written out whole in the plain-text part (below each sample post, in the footer), where a space or a
+    # quote ends it, and published in every message and page, where a password would be everyone's.
+    bad = next((c for c in value if c.isascii() and c != "," and not _URL_CHARACTER.fullmatch(c)), None)
+    if bad is not None:
+        shown = "a space" if bad == " " else f"'{bad}'"
+        raise ValueError(
+            f"must not contain {shown}: where the address is written out, in the plain-text part, it would end "
+            f"there; write it percent-encoded (%{ord(bad):02X})"
+        )
+    if "@" in urlsplit(value).netloc:
+        raise ValueError("must not hold a user name or password: every message and page of the archive shows it")
+    return value
+
+
 def _source_url(value: str) -> str:
     parts = urlsplit(_web_url(value))
     # The export carries addresses and the request a key: in the clear only to this machine, as smtp's rule.
@@ -353,7 +369,9 @@ class Site(_Strict):
     list_id: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$"), AfterValidator(_list_id)] | None
     ) = Field(None, description="List-Id, e.g. roundup.example.org; defaults from the sender's domain")
-    archive_url: WebUrl | None = Field(None, description="where past issues can be read on the web")
+    archive_url: Annotated[str, AfterValidator(_archive_url)] | None = Field(
+        None, description="where past issues can be read on the web"
+    )
     unsubscribe_url: Annotated[str, AfterValidator(_unsubscribe_pattern)] = Field(
         description="e.g. https://example.org/unsubscribe?t={token}"
     )

@@ -217,6 +217,24 @@ def test_every_kind_of_line_break_in_a_post_is_a_line_break_in_both_parts_and_th
     assert lxml.html.fromstring(html).find_class("post")[1].findall("br") != []
 
 
+@pytest.mark.parametrize(
+    ("archive_url", "why"),
+    [
+        ("https://example.org/road map/", "must not contain a space: "),
+        ('https://example.org/a"b/', "must not contain '\"': "),
+        ("https://example.org/<x>/", "must not contain '<': "),
+        ("https://ann:secret@example.org/roundup/", "must not hold a user name or password: "),
+    ],
+)
+def test_an_archive_url_that_breaks_where_it_is_written_out_is_refused_at_its_line(project, run, archive_url, why):
+    # The text part writes it out whole, below every post (its share page) and in the footer.
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text().replace(f"archive_url: {ARCHIVE}", f"archive_url: '{archive_url}'"))
+    result = run("check", f"issues/{SEED}.yaml")
+    assert result.exit_code == 1
+    assert f"error: newsletter.yaml:14:14: archive_url: {why}" in result.output, result.output
+
+
 # -- the archive's share pages ---------------------------------------------------------
 
 
