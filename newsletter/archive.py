@@ -127,30 +127,25 @@ class Archive:
         self._site_key: tuple | None = None
         self._checked: dict[Path, _Checked] = {}
         self._pages: dict[str, Page] = {}
-        self._by_identity: dict[str, str] = {}
         self._published: list[Published] = []
         self._warnings: list[Problem] = []
         self._inputs: tuple | None = None
 
     # -- what others ask -------------------------------------------------
 
-    def page(self, relative_path: str, *, refresh: bool = True) -> Page | None:
+    def page(self, relative_path: str, *, refresh: bool = True, decoded: bool = False) -> Page | None:
         """The page at `relative_path` below the archive URL, or None (a 404).
 
         "" is the index, "<id>/" an issue, "<id>/share/<item>-<post>.html" a
-        sample post's share page, "feed.xml" the feed. The id may be given
-        percent-encoded, as in a link, or decoded, as a web framework passes
-        it; the encoded form wins should one issue's decoded id read as
-        another's encoded one. `refresh=False` answers from what was built
-        last, without looking at the files (a server refreshes on its own beat).
+        sample post's share page, "feed.xml" the feed. The id is percent-encoded,
+        as in a link; `decoded` takes it decoded, as a web framework passes a path,
+        and encodes it again, so that an id that reads as another's encoded form
+        ("a%20b" and "a b") finds only its own page. `refresh=False` answers from
+        what was built last, without looking at the files (a server refreshes on its own beat).
         """
         pages = self.pages() if refresh else self._pages
-        found = pages.get(relative_path)
-        identity, slash, rest = relative_path.partition("/")
-        if found is None and slash:
-            name = self._by_identity.get(identity)
-            found = pages.get(name + rest) if name is not None else None
-        return found
+        # No id holds a '/': encoding all but the slashes encodes the id alone.
+        return pages.get(quote(relative_path, safe="/") if decoded else relative_path)
 
     def pages(self) -> dict[str, Page]:
         """Every page, by its path below the archive URL."""
@@ -266,7 +261,6 @@ class Archive:
                 for post in posts:
                     pages[share_page_name(p.identity, post.number)] = Page(self._share_page(p, item, post), HTML)
         self._pages, self._published, self._warnings = pages, issues, warnings
-        self._by_identity = {p.identity: p.name for p in issues}
         return True
 
     def write(self, out: Path) -> list[Path]:

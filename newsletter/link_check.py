@@ -5,14 +5,21 @@ a server refuses HEAD or answers it with an error, as browsers only GET), a
 few at a time, each within a time limit, following redirects. A dead one is an
 error at every place it is written; a redirect and an image too heavy to send
 to every subscriber are warnings.
+
+A redirect is followed only while it stays on the web (`redirect_refusal`): a
+page is asked to redirect anywhere, and the checker runs where the advisor
+works. A user name and password in an address are never printed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +41,9 @@ IMAGE_BYTES = 200 * 1024  # an image above this is downloaded by every subscribe
 USER_AGENT = f"newsletter-link-check/{__version__} (checks the links of an email newsletter before it is sent)"
 
 Place = Callable[[str], Problem]  # where an address is written: makes the problem to report there
+Address = IPv4Address | IPv6Address
+# The user name and password of an address (https://ann:secret@host/), wherever one is in a message.
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@", re.IGNORECASE)
 
 
 @dataclass
@@ -120,24 +130,26 @@ def check_links(checked: Checked, *, timeout: float = DEFAULT_TIMEOUT) -> LinkRe
     warnings: list[Problem] = []
     for target, outcome in zip(found, outcomes, strict=True):
         if outcome.dead:
-            errors += [place(f"link {target.url} is dead: {outcome.dead}") for place in target.places]
+            errors += _said(target, f"link {target.url} is dead: {outcome.dead}")
             continue
         if outcome.final:
-            warnings += [
-                place(f"link {target.url} redirects ({outcome.status}) to {outcome.final}: link there directly")
-                for place in target.places
-            ]
+            warnings += _said(
+                target, f"link {target.url} redirects ({outcome.status}) to {outcome.final}: link there directly"
+            )
         if target.image and outcome.size is not None and outcome.size > IMAGE_BYTES:
             size = f"over {IMAGE_BYTES // 1024}" if outcome.partly else f"{outcome.size / 1024:.0f}"
-            warnings += [
-                place(
-                    f"image {target.url} is {size} KB: every subscriber who opens the email "
-                    f"downloads it; make it smaller than {IMAGE_BYTES // 1024} KB"
-                )
-                for place in target.places
-            ]
+            warnings += _said(
+                target,
+                f"image {target.url} is {size} KB: every subscriber who opens the email "
+                f"downloads it; make it smaller than {IMAGE_BYTES // 1024} KB",
+            )
     dead = sum(1 for outcome in outcomes if outcome.dead)
     return LinkReport(len(found), dead, _in_order(errors), _in_order(warnings))
+
+
+def _said(target: Target, message: str) -> list[Problem]:
+    """`message` at every place `target` is written, without the password of any address in it."""
+    return [place(_USERINFO.sub(r"\1…@", message)) for place in target.places]
 
 
 def _in_order(problems: list[Problem]) -> list[Problem]:
@@ -152,6 +164,7 @@ async def _fetch_all(found: list[Target], timeout: float) -> list[Outcome]:
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         limits=httpx.Limits(max_connections=AT_ONCE),
+        event_hooks={"response": [_stay_on_the_web]},
     ) as client:
 
         async def one(target: Target) -> Outcome:
@@ -189,6 +202,63 @@ async def _fetch(client: httpx.AsyncClient, target: Target) -> Outcome:
         raise  # said once, for the whole address, above
     except Exception as exc:  # whatever stops the fetch (a port over 65535, a host IDNA refuses) leaves it dead
         return Outcome(url, dead=_reason(exc))
+
+
+class _NotFollowed(Exception):
+    """A redirect that `_stay_on_the_web` refused; its message says why."""
+
+
+async def _stay_on_the_web(response: httpx.Response) -> None:
+    """Before a redirect is followed: refuse one that leaves the web (see `redirect_refusal`)."""
+    if not response.has_redirect_location:
+        return
+    location = response.headers["location"]
+    scheme = location.partition(":")[0].lower() if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", location) else ""
+    if scheme and scheme not in ("http", "https"):
+        raise _NotFollowed(f"it redirects to a {scheme}: address, not a web page")
+    try:
+        host = response.url.join(location).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):
+        raise _NotFollowed(f"it redirects to {location}, which is not an address") from None
+    page = await _addresses(response.url.raw_host.decode("ascii"))
+    why = redirect_refusal(host, page, await _addresses(host))
+    if why:
+        raise _NotFollowed(why)
+
+
+def redirect_refusal(host: str, page: list[Address], target: list[Address]) -> str | None:
+    """Why a redirect from a page at the addresses `page` to `host`, at the addresses `target`, is not followed.
+
+    Never to a link-local address, where cloud machines serve their own credentials, nor to the unspecified
+    one (which reaches this machine); and from the public internet never into a private network or this
+    machine, as browsers' Private Network Access refuses too: no subscriber could follow it there, and the
+    request would be this machine's, not a reader's. None when it is followed.
+    """
+    target = [a.ipv4_mapped or a if isinstance(a, IPv6Address) else a for a in target]
+    for address in target:
+        if address.is_unspecified:
+            return f"it redirects to {host}, the unspecified address, which reaches this machine; not followed"
+        if address.is_link_local:
+            return f"it redirects to {host}, a link-local address (cloud machines' own secrets are there); not followed"
+    if page and all(a.is_global for a in page) and not all(a.is_global for a in target):
+        return (
+            f"it redirects from the web to {host}, on a private network or this machine, which no subscriber "
+            "reaches; not followed"
+        )
+    return None
+
+
+async def _addresses(host: str) -> list[Address]:
+    """The addresses `host` names: itself when it is one, else what it resolves to (none when it does not)."""
+    try:
+        return [ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []  # httpx says why when it tries
+    return [ip_address(str(info[4][0]).partition("%")[0]) for info in found]
 
 
 def _outcome(url: str, response: httpx.Response, size: int | None = None, *, partly: bool = False) -> Outcome:

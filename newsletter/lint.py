@@ -8,7 +8,7 @@ from .errors import Problem
 from .markdown import issue_links
 from .model import Issue, Site
 from .post_length import Network, length_limited, too_long
-from .share import chosen_networks, needs_archive, share_text
+from .share import chosen_networks, needs_archive, pages_folder, share_text
 from .yamlsource import Source
 
 # Gmail clips a message whose HTML passes about 102 KB, hiding the rest,
@@ -43,7 +43,8 @@ def lint(issue: Issue, source: Source, html_bytes: int, site: Site | None = None
             networks = None if site is None else chosen_networks(site, issue, item)
             over = too_long(text, length_limited(networks))
             if over:
-                warnings.append(source.problem(("items", i, "sample_posts", j), _too_long(over, text != post)))
+                with_hashtags = text != share_text(post, [])  # not merely the trailing white space dropped
+                warnings.append(source.problem(("items", i, "sample_posts", j), _too_long(over, with_hashtags)))
         if item.image and is_placeholder(item.image.src):
             loc = ("items", i, "image", "src")
             warnings.append(source.problem(loc, f"placeholder image {item.image.src}: put the real address"))
@@ -85,18 +86,23 @@ def share_warnings(issue: Issue, source: Source, site: Site) -> list[Problem]:
                     "so left out; an issue or item can only narrow that list",
                 )
             )
-    if not site.archive_folder:
+    if not pages_folder(site, issue):
         posting = [(i, item) for i, item in enumerate(issue.items) if item.sample_posts]
         needing = [
             name for name in site.share if any(name in chosen_networks(site, issue, item) for _, item in posting)
         ]
         needing = [name for name in needing if needs_archive(name)]
         if needing:
+            why = (
+                "need archive_url in newsletter.yaml"
+                if not site.archive_folder
+                else "need the issue in the web archive, which published: false keeps it out of"
+            )
             warnings.append(
                 source.problem(
                     ("items", posting[0][0], "sample_posts"),
-                    f"share links for {', '.join(needing)} need archive_url in newsletter.yaml (they go through "
-                    "the web archive's share pages), so the email leaves them out",
+                    f"share links for {', '.join(needing)} {why} (they go through the web archive's share pages), "
+                    "so the email leaves them out",
                 )
             )
     return warnings

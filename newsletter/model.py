@@ -66,6 +66,12 @@ def link_problem(href: str) -> str | None:
     return None
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank: write the post, or remove it")
+    return value
+
+
 def _url(value: str) -> str:
     _one_line(value)
     why = link_problem(value)
@@ -144,6 +150,22 @@ def _unsubscribe_pattern(value: str) -> str:
     return value
 
 
+def _archive_url(value: str) -> str:
+    _web_url(value)
+    # Written out whole in the plain-text part (below each sample post, in the footer), where a space or a
+    # quote ends it, and published in every message and page, where a password would be everyone's.
+    bad = next((c for c in value if c.isascii() and c != "," and not _URL_CHARACTER.fullmatch(c)), None)
+    if bad is not None:
+        shown = "a space" if bad == " " else f"'{bad}'"
+        raise ValueError(
+            f"must not contain {shown}: where the address is written out, in the plain-text part, it would end "
+            f"there; write it percent-encoded (%{ord(bad):02X})"
+        )
+    if "@" in urlsplit(value).netloc:
+        raise ValueError("must not hold a user name or password: every message and page of the archive shows it")
+    return value
+
+
 def _source_url(value: str) -> str:
     parts = urlsplit(_web_url(value))
     # The export carries addresses and the request a key: in the clear only to this machine, as smtp's rule.
@@ -169,6 +191,7 @@ def _list_id(value: str) -> str:
 
 
 Text = Annotated[str, StringConstraints(min_length=1)]
+Post = Annotated[Text, AfterValidator(_not_blank)]  # shared as it is: white space alone opens an empty compose window
 Line = Annotated[str, StringConstraints(min_length=1), AfterValidator(_one_line)]
 Markdown = Annotated[str, Field(description="Markdown: paragraphs, **bold**, _em_, [links](https://...), lists")]
 Url = Annotated[str, AfterValidator(_url), Field(description="an http, https or mailto link")]
@@ -220,7 +243,7 @@ class Item(_Strict):
     image: Image | None = None
     body: Markdown = ""
     actions: list[Markdown] = Field([], description='"What you can do": one step each, Markdown')
-    sample_posts: list[Text] = Field([], description="ready-to-post messages, shown so they are easy to copy")
+    sample_posts: list[Post] = Field([], description="ready-to-post messages, shown so they are easy to copy")
     share: Networks | None = Field(
         None, description="where this item's sample posts can be shared: only these of the issue's (and the site's)"
     )
@@ -346,7 +369,9 @@ class Site(_Strict):
     list_id: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$"), AfterValidator(_list_id)] | None
     ) = Field(None, description="List-Id, e.g. roundup.example.org; defaults from the sender's domain")
-    archive_url: WebUrl | None = Field(None, description="where past issues can be read on the web")
+    archive_url: Annotated[str, AfterValidator(_archive_url)] | None = Field(
+        None, description="where past issues can be read on the web"
+    )
     unsubscribe_url: Annotated[str, AfterValidator(_unsubscribe_pattern)] = Field(
         description="e.g. https://example.org/unsubscribe?t={token}"
     )

@@ -385,7 +385,7 @@ class Public:
             raise _Refused(404, "Page not found", "There is no page at this address.")
         assert self.archive is not None
         await self._refresh_archive()
-        found = self.archive.page(relative, refresh=False)
+        found = self.archive.page(relative, refresh=False, decoded=True)
         if found is None:
             raise _Refused(404, "Page not found", "There is no page at this address.")
         return Response(

@@ -25,7 +25,7 @@ from . import markdown, outlook
 from .errors import NewsletterError, Problem
 from .model import Issue, Site
 from .personalise import SlotRegistry, Slotted, SubscriberFields
-from .share import shared_posts
+from .share import pages_folder, shared_posts
 
 HTML_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
@@ -60,7 +60,7 @@ def render(issue: Issue, site: Site, slug: str, templates: Path, *, web: bool = 
         "subscriber": SubscriberFields(registry),
         "unsubscribe_url": registry.token("unsubscribe_url"),
         # "View in your browser": the same for every subscriber, so not a slot, and carrying nothing of theirs.
-        "web_version_url": None if web else site.web_version_url(issue.id or slug),
+        "web_version_url": site.web_version_url(issue.id or slug) if pages_folder(site, issue) and not web else None,
         "web": web,
         # Each item's sample posts with their share links, item by item.
         "shares": shared_posts(site, issue, issue.id or slug),

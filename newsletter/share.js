@@ -31,7 +31,8 @@
     } catch (e) {
       return null;
     }
-    var host = url.hostname;
+    // "mastodon.social." (a name written in full, with the root's dot) is the same server; its pages answer without it.
+    var host = url.hostname.replace(/\.$/, "");
     var loopback = LOOPBACK.test(host);
     if (url.username || url.password) return null;
     if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) return null;

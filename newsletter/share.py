@@ -42,6 +42,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .model import Issue, Item, Site
+from .text import LINE_BREAKS
 
 SCRIPT_FILE = Path(__file__).resolve().parent / "share.js"
 MASTODON_FRAGMENT = "#mastodon"
@@ -107,7 +108,8 @@ class SharedPost:
         )
 
 
-_LINE_BREAK = re.compile(r"\r\n?")
+# Every line break YAML reads as one (a separator or NEL pasted from a word processor too) is the reader's `\n`.
+_LINE_BREAK = re.compile(rf"\r\n|[{re.escape(LINE_BREAKS)}]")
 
 
 def share_text(post: str, hashtags: Sequence[str]) -> str:
@@ -144,10 +146,16 @@ def needs_archive(name: str) -> bool:
     return NETWORKS[name].takes is not Takes.TEXT
 
 
+def pages_folder(site: Site, issue: Issue) -> str | None:
+    """Where the issue's pages (its web version, its share pages) are: the web archive's folder; None without
+    archive_url, or when the issue says `published: false`, which keeps it out of the archive."""
+    return site.archive_folder if issue.published is not False else None
+
+
 def networks_for(site: Site, issue: Issue, item: Item) -> list[str]:
-    """The networks an item's posts get links to: those chosen; without an archive, those that take the text."""
+    """The networks an item's posts get links to: those chosen; without share pages, those that take the text."""
     chosen = chosen_networks(site, issue, item)
-    return chosen if site.archive_folder else [name for name in chosen if not needs_archive(name)]
+    return chosen if pages_folder(site, issue) else [name for name in chosen if not needs_archive(name)]
 
 
 def share_page_name(identity: str, number: str) -> str:
@@ -157,7 +165,7 @@ def share_page_name(identity: str, number: str) -> str:
 
 def shared_posts(site: Site, issue: Issue, identity: str) -> list[list[SharedPost]]:
     """Every item's sample posts, ready to share, item by item (an empty list for an item without any)."""
-    folder = site.archive_folder
+    folder = pages_folder(site, issue)
     out = []
     for i, item in enumerate(issue.items, 1):
         names = networks_for(site, issue, item)

@@ -1,5 +1,5 @@
 """A real HTTP server on 127.0.0.1 with the kinds of links an issue meets: live, dead, moved, looping, refusing
-HEAD, dropping the connection, slow, heavy. It records every request it is sent."""
+HEAD, dropping the connection, slow, heavy, or redirecting anywhere (`/to?URL`). It records every request it is sent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 HOLD = 0.2  # seconds a /hold/ request stays in flight, so that requests sent together overlap
 HEAVY = 300 * 1024
@@ -58,6 +59,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path in redirects:
             self.send_response(301)
             self.send_header("Location", redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if path.startswith("/to?"):  # a redirect to wherever the query says, as a hostile page may send one
+            self.send_response(302)
+            self.send_header("Location", unquote(path.removeprefix("/to?")))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return None

@@ -12,7 +12,7 @@ from newsletter import outlook
 from newsletter.outlook import merge_conditionals
 from newsletter.pipeline import check
 
-from .support import SEED
+from .support import SEED, write_issue
 
 # Gmail clips at 102 KB; the seed, share links and all, stays well under (KB as `build` prints it).
 SEED_LIMIT = 60 * 1024
@@ -55,7 +55,7 @@ def _as_seen_by(html: str, client: set[str]) -> str:
         return content if shown != condition.startswith("!") else ""
 
     views = re.sub(r"<!--\[if ([^\]]+)\]>(<!-->)?(.*?)(?:<!--)?<!\[endif\]-->", reveal, html, flags=re.S)
-    return re.sub(r">\s+<", "><", views)  # a run's inner whitespace is dropped with its seams, as MJML does
+    return re.sub(r">\s+<", "><", views)  # white space between tags: the views compare whatever the layout
 
 
 BROWSER: set[str] = set()
@@ -121,6 +121,62 @@ def test_merging_changes_nothing_any_client_sees(project, monkeypatch):
         assert _as_seen_by(merged, client) == _as_seen_by(separate, client), sorted(client)
 
 
+EVERY_KIND = """
+id: every-kind
+title: "Every kind of item"
+date: 2021-06-11
+preheader: "All of them"
+intro: |
+  An **intro** with [a link](https://example.org/x) and a list:
+
+  - one
+  - two
+items:
+  - status: new
+    title: "New, with everything"
+    hashtags: [One, Two]
+    image: {src: "https://example.org/i.png", alt: "An image", width: 300}
+    body: "Body with *emphasis*.\\n\\n1. first\\n2. second"
+    actions: ["Do [this](https://example.org/a)", "Then that"]
+    sample_posts: ["Post one #One", "Post two\\nwith a line break", "مرحبا بالعالم"]
+    notes: "Some notes"
+    links_title: "Read more"
+    links:
+      - {text: "The main thing", url: "https://example.org/p", primary: true}
+      - {text: "Another", url: "https://example.org/o"}
+  - {status: ongoing, title: "Ongoing, a body", body: "Just a body"}
+  - {status: update, title: "Update, actions only", actions: ["Only actions"]}
+  - {status: closed, title: "Closed, one post", sample_posts: ["Only a post"], share: [x]}
+contact: {name: "A Person", role: "Role", email: "a@example.org"}
+"""
+
+
+def test_in_chromium_an_issue_with_every_kind_of_item_looks_the_same_merged_or_not(project, monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    from .test_preview import launch_chromium
+
+    path = write_issue(project, EVERY_KIND, "every-kind.yaml")
+    merged = check(path).rendered.html.fill({})
+    monkeypatch.setattr(outlook, "merge_conditionals", lambda html: html)
+    separate = check(path).rendered.html.fill({})
+    assert merged.count("<!--[if") < separate.count("<!--[if")
+    with sync_playwright() as playwright:
+        # Every name unresolved: the images fail alike in both, and nothing reaches the internet.
+        browser = launch_chromium(playwright, extra_args=["--host-resolver-rules=MAP * ~NOTFOUND"])
+        try:
+            for width in (600, 375):  # a desktop client's width, and a phone's, where MJML's columns stack
+                page = browser.new_page(viewport={"width": width, "height": 800})
+                shots = []
+                for html in (merged, separate):
+                    page.set_content(html)
+                    shots.append(page.screenshot(full_page=True))
+                page.close()
+                assert shots[0] == shots[1], f"at {width} px"
+        finally:
+            browser.close()
+
+
 @pytest.mark.parametrize(
     "before",
     [
@@ -139,8 +195,21 @@ def test_only_outlook_only_comments_are_joined(before):
 
 def test_a_run_of_outlook_only_comments_becomes_one_and_what_is_between_runs_stays():
     between = "<p>all</p><!--[if mso | IE]></td><![endif]-->"
-    html = "<!--[if mso | IE]><table><tr><![endif]-->\n  <!--[if mso | IE]><td><![endif]-->" + between
+    html = "<!--[if mso | IE]><table><tr><![endif]--><!--[if mso | IE]><td><![endif]-->" + between
     assert merge_conditionals(html) == "<!--[if mso | IE]><table><tr><td><![endif]-->" + between
+    # White space between two is what every other client shows (a space between words): they stay apart.
+    spaced = "<p>Read<!--[if mso | IE]><b><![endif]--> <!--[if mso | IE]></b><![endif]-->online</p>"
+    assert merge_conditionals(spaced) == spaced
+
+
+def test_a_projects_template_with_outlook_comments_between_words_still_reads_the_same(project, run):
+    template = project / "templates" / "email.mjml.j2"
+    footer = "<p><strong>{{ site.organisation }}</strong>"
+    odd = "<p>Read<!--[if mso | IE]><span>&#8203;</span><![endif]--> <!--[if mso | IE]><i></i><![endif]-->online</p>"
+    template.write_text(template.read_text(encoding="utf-8").replace(footer, odd + footer, 1), encoding="utf-8")
+    assert run("build", f"issues/{SEED}.yaml").exit_code == 0
+    html = (project / "outbox" / SEED / "email.html").read_text(encoding="utf-8")
+    assert "Read online" in lxml.html.fromstring(html).body.text_content()
 
 
 def _seed_html_part(project) -> str:

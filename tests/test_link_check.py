@@ -6,8 +6,11 @@ from __future__ import annotations
 import socket
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
-from newsletter.link_check import AT_ONCE, USER_AGENT
+import pytest
+
+from newsletter.link_check import AT_ONCE, USER_AGENT, redirect_refusal
 
 from .support import reply_on_the_from_domain, write_issue
 
@@ -160,3 +163,61 @@ def test_an_address_written_in_the_projects_template_is_fetched_and_named_by_its
     assert _lines(result.output, "error") == [
         f"templates/email.mjml.j2:{line}: link {server}/gone is dead: 404 Not Found"
     ]
+
+
+def test_a_password_in_a_link_or_a_redirect_is_never_printed(project, run, link_server):
+    server = link_server.url
+    with_password = server.replace("http://", "http://ann:s3cret@")
+    elsewhere = quote(f"{with_password}/live?from=redirect", safe="")
+    path = write_issue(
+        project,
+        _issue(server, "").split("    image:")[0]
+        + f'    body: "[gone]({with_password}/gone) and [moved]({server}/to?{elsewhere})"\n',
+    )
+    result = run("check", path, "--links", "--timeout", "5")
+    assert result.exit_code == 1
+    assert "ann:s3cret@" not in result.output  # (the second link's query holds it encoded, as the issue writes it)
+    errors, warnings = _lines(result.output, "error"), _lines(result.output, "warning")
+    shown = server.replace("http://", "http://…@")
+    assert any(f"link {shown}/gone is dead: 404 Not Found" in e for e in errors), errors
+    assert any(f"redirects (302) to {shown}/live?from=redirect" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [
+        # Where cloud machines answer with their credentials: never asked, whoever redirects there.
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254, a link-local address"),
+        ("http://[fe80::1]/", "fe80::1, a link-local address"),
+        ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254, a link-local address"),
+        ("http://0.0.0.0/", "0.0.0.0, the unspecified address, which reaches this machine; not followed"),
+        ("file:///etc/passwd", "a file: address, not a web page"),
+        ("javascript:alert(1)", "a javascript: address, not a web page"),
+    ],
+)
+def test_a_redirect_off_the_web_is_dead_and_never_followed(project, run, link_server, location, why):
+    server = link_server.url
+    path = write_issue(
+        project, _issue(server, "").split("    image:")[0] + f'    body: "[odd]({server}/to?{location})"\n'
+    )
+    result = run("check", path, "--links", "--timeout", TIMEOUT)
+    assert result.exit_code == 1
+    (error,) = [e for e in _lines(result.output, "error") if "/to?" in e]
+    assert f": link {server}/to?" in error and f" is dead: it redirects to {why}" in error, error
+
+
+@pytest.mark.parametrize(
+    ("page", "target", "followed"),
+    [
+        ("93.184.215.14", "10.0.0.8", False),  # from the web into a private network: nobody outside reaches it
+        ("93.184.215.14", "127.0.0.1", False),  # nor this machine
+        ("93.184.215.14", "2606:4700::1111", True),
+        ("10.0.0.7", "10.0.0.8", True),  # an intranet's own links, checked from inside
+        ("127.0.0.1", "127.0.0.1", True),
+        ("10.0.0.7", "169.254.169.254", False),  # link-local, from anywhere
+    ],
+)
+def test_which_redirects_between_networks_are_followed(page, target, followed):
+    from ipaddress import ip_address
+
+    assert (redirect_refusal(target, [ip_address(page)], [ip_address(target)]) is None) is followed

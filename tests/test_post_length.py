@@ -115,6 +115,15 @@ def test_the_hashtags_that_would_be_appended_count(project, run):
     ]
 
 
+def test_a_post_without_hashtags_to_add_is_not_said_to_carry_them(project, run):
+    # The white space a YAML block or a careless paste leaves at the end is no hashtag.
+    result = run("check", write_issue(project, _issue(["a" * 281 + "   "], "[]")))
+    assert _post_warnings(result.output) == [
+        "warning: issues/test.yaml:10:9: items[0].sample_posts[0]: sample post is too long for "
+        "X (281 of 280: every link counts 23, CJK characters and emoji 2)"
+    ]
+
+
 def test_only_the_networks_shared_to_are_measured(project, run):
     path = write_issue(project, _issue(["a" * 400]))
     site = project / "newsletter.yaml"

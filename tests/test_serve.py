@@ -401,6 +401,21 @@ def test_the_archive_is_served_under_its_url(served):
     assert served.client.post("/roundup/").status_code == 405
 
 
+def test_an_issue_and_its_share_pages_are_found_at_their_own_address_not_anothers(served, project):
+    # "a%20b" is linked as a%2520b/, which serve is handed decoded, as "a%20b/": the other issue's link.
+    for n, identity in enumerate(["a b", "a%20b"]):
+        issue = MINIMAL.replace('"A roundup"', f'"Issue {n}"') + '    sample_posts: ["A post"]\n'
+        write_issue(project, f'id: "{identity}"\npublished: true\n' + issue, f"i{n}.yaml")
+    index = lxml.html.fromstring(served.client.get("/roundup/").text)
+    links = {a.text_content(): a.get("href") for a in index.iter("a") if a.text_content().startswith("Issue")}
+    assert links == {"Issue 0": "a%20b/", "Issue 1": "a%2520b/"}
+    for title, href in links.items():
+        page = served.client.get(f"/roundup/{href}")
+        assert page.status_code == 200 and f"<title>{title}" in page.text
+        share = served.client.get(f"/roundup/{href}share/1-1.html")
+        assert share.status_code == 200 and f'from <a href="../">{title}</a>' in share.text
+
+
 def test_archive_refreshes_never_pile_up_while_one_is_slow(project, monkeypatch):
     # In this process, so that a look at the files can be held: while one is under way (a slow disk, a big
     # render), the other requests answer from what was built, and start no look of their own.

@@ -13,6 +13,7 @@ import html5lib
 import lxml.html
 import pytest
 
+from newsletter import public
 from newsletter.archive import Archive
 from newsletter.project import open_project
 from newsletter.share import share_text
@@ -91,6 +92,16 @@ def test_the_item_hashtags_are_added_only_when_missing(post, hashtags, shared):
     assert share_text(post, hashtags) == shared
 
 
+def test_a_blank_sample_post_is_an_error_at_its_line(project, run):
+    # Nothing to post: an empty box in the email, and share links that open an empty compose window.
+    path = _write(project, ISSUE.replace(json.dumps(PLAIN), '"   "'))
+    result = run("check", path)
+    assert result.exit_code == 1
+    assert "error: issues/hostile.yaml:11:9: items[0].sample_posts[1]: is blank: write the post, or remove it" in (
+        result.output
+    )
+
+
 # -- the email -------------------------------------------------------------------------
 
 
@@ -165,6 +176,22 @@ def test_without_archive_url_the_email_keeps_the_direct_links_and_check_says_why
     assert "need archive_url" not in run("check", path).output
 
 
+def test_an_issue_kept_off_the_web_links_to_no_page_of_it_and_check_says_why_once(project, run):
+    path = _write(project, ISSUE.replace("published: true", "published: false"))
+    assert run("build", path).exit_code == 0
+    out = project / "outbox" / "hostile"
+    html = (out / "email.html").read_text(encoding="utf-8")
+    # The archive never shows it: no share page for Mastodon, Facebook or LinkedIn, no web version.
+    assert [list(line) for line in _share_lines(html)] == [["X", "Bluesky", "Threads", "WhatsApp"]] * 2
+    assert f"{ARCHIVE}hostile/" not in html and "View in your browser" not in html
+    text = (out / "email.txt").read_text(encoding="utf-8")
+    assert f"{ARCHIVE}hostile/" not in text and "Share:" not in text
+    assert Archive(open_project(project)).page("hostile/share/1-1.html") is None
+    warned = [line for line in run("check", path).output.splitlines() if "published: false" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: issues/hostile.yaml:10:")
+    assert "mastodon, facebook" in warned[0]
+
+
 def test_the_text_part_has_one_short_link_per_post(project, run):
     assert run("build", f"issues/{SEED}.yaml").exit_code == 0
     text = (project / "outbox" / SEED / "email.txt").read_text(encoding="utf-8")
@@ -174,6 +201,38 @@ def test_the_text_part_has_one_short_link_per_post(project, run):
     # Each follows its post, whose added hashtags are there too.
     assert "  > Sending the people of #Myanmar my love and care #MyanmarSolidarity\n" in text
     assert "  > #WhatsHappeningInMyanmar #MyanmarNeverSilenced\n  Share: " in text
+
+
+def test_every_kind_of_line_break_in_a_post_is_a_line_break_in_both_parts_and_the_links(project, run):
+    # A line or paragraph separator, or NEL, pasted from a word processor: YAML reads each as a line break,
+    # and so must the email, or the text part's quoting ("  > ") stops at the first.
+    post = "one\u2028two\u2029three\x85four\r\nfive"
+    _write(project, ISSUE.replace(json.dumps(PLAIN), json.dumps(post)))
+    assert run("build", "issues/hostile.yaml").exit_code == 0
+    out = project / "outbox" / "hostile"
+    text = (out / "email.txt").read_text(encoding="utf-8")
+    assert "  > one\n  > two\n  > three\n  > four\n  > five #tag #Extra\n" in text
+    html = (out / "email.html").read_text(encoding="utf-8")
+    assert _text_of(_share_lines(html)[1]["X"]) == "one\ntwo\nthree\nfour\nfive #tag #Extra"
+    assert lxml.html.fromstring(html).find_class("post")[1].findall("br") != []
+
+
+@pytest.mark.parametrize(
+    ("archive_url", "why"),
+    [
+        ("https://example.org/road map/", "must not contain a space: "),
+        ('https://example.org/a"b/', "must not contain '\"': "),
+        ("https://example.org/<x>/", "must not contain '<': "),
+        ("https://ann:secret@example.org/roundup/", "must not hold a user name or password: "),
+    ],
+)
+def test_an_archive_url_that_breaks_where_it_is_written_out_is_refused_at_its_line(project, run, archive_url, why):
+    # The text part writes it out whole, below every post (its share page) and in the footer.
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text().replace(f"archive_url: {ARCHIVE}", f"archive_url: '{archive_url}'"))
+    result = run("check", f"issues/{SEED}.yaml")
+    assert result.exit_code == 1
+    assert f"error: newsletter.yaml:14:14: archive_url: {why}" in result.output, result.output
 
 
 # -- the archive's share pages ---------------------------------------------------------
@@ -213,13 +272,28 @@ def test_a_share_page_carries_open_graph_and_card_tags_for_its_post(project):
     assert names["twitter:card"] == "summary" and "og:image" not in names and "twitter:image" not in names
 
 
+def test_the_archives_pages_print_the_postal_address_as_the_email_does_without_stray_commas(project):
+    site = project / "newsletter.yaml"
+    site.write_text(site.read_text().replace("  312 Laurier Avenue East\n", "  312 Laurier Avenue East,\n\n"))
+    _write(project)
+    pages = _pages(project)
+    for name in ("", "hostile/share/1-1.html"):
+        (footer,) = lxml.html.fromstring(pages[name].body).iter("footer")
+        assert "312 Laurier Avenue East, Ottawa, Ontario K1N 1H9, Canada" in footer.text_content(), name
+        assert ",," not in footer.text_content() and ", ," not in footer.text_content()
+    # serve's own pages (unsubscribe), one line each.
+    page = public.Pages(open_project(project)).render("other", "A page", message="Something")
+    (footer,) = lxml.html.fromstring(page).iter("footer")
+    assert footer.text_content().endswith("\n312 Laurier Avenue East\nOttawa, Ontario K1N 1H9\nCanada")
+
+
 def test_an_id_that_needs_encoding_has_its_share_pages_at_either_form_of_the_address(project, run):
     _write(project, ISSUE.replace("id: hostile", 'id: "été 2021"'))
     archive = Archive(open_project(project))
     encoded = archive.page("%C3%A9t%C3%A9%202021/share/1-2.html")
     assert encoded is not None and b'data-encoded="Thinking%20of%20' in encoded.body
-    assert archive.page("été 2021/share/1-2.html") is encoded  # as serve's framework passes the path, decoded
-    assert archive.page("été 2021/share/9-9.html") is None
+    assert archive.page("été 2021/share/1-2.html", decoded=True) is encoded  # as serve's framework passes it
+    assert archive.page("été 2021/share/9-9.html", decoded=True) is None
     out = project / "public"
     assert run("archive", "--out", out).exit_code == 0
     assert (out / "été 2021" / "share" / "1-2.html").read_bytes() == encoded.body
@@ -399,6 +473,32 @@ def test_in_chromium_the_archive_copies_and_mastodon_asks_once_then_forwards(ser
             page.wait_for_url(f"{mastodon.origin}/share?**", timeout=10_000)
             assert mastodon.texts()[-1] == PLAIN_SHARED
         assert problems == []  # no CSP violation: the script ran by its hash, and nothing else tried to
+    finally:
+        browser.close()
+
+
+def test_in_chromium_the_mastodon_prompt_takes_a_server_as_people_write_it(served_archive, chromium):
+    from .test_serve import HOST
+
+    browser = chromium(served_archive.port)
+    try:
+        page = browser.new_page()
+        asked: list[str] = []
+
+        def answer(route) -> None:
+            asked.append(route.request.url)
+            route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>compose</title>")
+
+        # No Mastodon server runs here: Chromium answers for them, and says where it was sent.
+        page.route("https://*.example/**", answer)
+        written = ["mastodon.example.", "MASTODON.EXAMPLE", "@me@mastodon.example.", "https://mastodon.example./@me"]
+        for server in written:
+            page.goto(f"http://{HOST}/roundup/hostile/share/1-2.html")
+            page.evaluate("localStorage.clear()")  # each asked afresh, not forwarded to the last one
+            page.get_by_label("Your Mastodon server").fill(server)
+            page.get_by_role("button", name="Post on Mastodon").click()
+            page.wait_for_url("https://mastodon.example/share?**", timeout=10_000)
+        assert [url.partition("?")[0] for url in asked] == ["https://mastodon.example/share"] * len(written)
     finally:
         browser.close()
 
