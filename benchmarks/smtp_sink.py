@@ -23,6 +23,7 @@ class Sink(asyncio.Protocol):
         self.transport = transport
         self.buffer = bytearray()
         self.in_data = False
+        self.recipient = b""  # the last RCPT line
         transport.write(b"220 sink ESMTP\r\n")
 
     def data_received(self, data: bytes) -> None:
@@ -35,12 +36,13 @@ class Sink(asyncio.Protocol):
                     return
                 del self.buffer[: end + len(END_OF_DATA)]
                 self.in_data = False
-                self.transport.write(b"250 2.0.0 OK\r\n")
+                self.transport.write(self.end_of_data())
                 continue
             line_end = self.buffer.find(b"\r\n")
             if line_end < 0:
                 return
-            command = bytes(self.buffer[:4]).upper()
+            line = bytes(self.buffer[:line_end])
+            command = line[:4].upper()
             del self.buffer[: line_end + 2]
             if command == b"EHLO":
                 self.transport.write(b"250-sink\r\n250-8BITMIME\r\n250 SIZE 50000000\r\n")
@@ -53,7 +55,13 @@ class Sink(asyncio.Protocol):
                 self.transport.close()
                 return
             else:
+                if command == b"RCPT":
+                    self.recipient = line
                 self.transport.write(b"250 OK\r\n")
+
+    def end_of_data(self) -> bytes:
+        """The answer to a message's final dot (benchmarks/throttling_sink.py answers otherwise)."""
+        return b"250 2.0.0 OK\r\n"
 
 
 async def serve(port: int) -> None:
