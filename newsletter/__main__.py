@@ -39,8 +39,10 @@ class ClickConsole:
 
         def rate(_: object) -> str:
             elapsed = time.monotonic() - started
-            shown = f"{done / elapsed:.0f} msg/s" if done and elapsed > 0 else ""
-            return f"{shown}, pace: {status()}" if status is not None else shown
+            shown = [f"{done / elapsed:.0f} msg/s"] if done and elapsed > 0 else []
+            if status is not None:
+                shown.append(f"pace: {status()}")
+            return ", ".join(shown)
 
         with click.progressbar(length=total, label=label, show_pos=True, show_eta=True, item_show_func=rate) as bar:
 
