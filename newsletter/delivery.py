@@ -14,29 +14,31 @@ the pool records them.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import smtplib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Protocol
 
+from .courier import Courier, Letter, Refused, Result, Unanswered
 from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
 from .ledger import Ledger, Row
 from .message import Composer
 from .personalise import Recipient
 from .send_plan import Plan
-from .smtp import ConnectFailed, Settings, close, connect, reply_text
+from .smtp import ConnectFailed, Settings, connect
 from .suppressions import SuppressionStore
 from .text import printable
 from .unsubscribe import secret_fingerprint
 from .verp import return_path
 
-TEMPORARY = {421, 450, 451, 452, 454}
+# A letter may wait, its DATA accepted, for the next message's commands to go in the same write (courier.py)
+# while the rate is waited for; before a longer wait it is sent on its own. Servers wait minutes in DATA.
+HOLD_AT_MOST = 1.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -153,87 +155,24 @@ class _Fatal(Exception):
     """The send cannot go on (login refused, server unreachable, certificate not trusted)."""
 
 
-class Unanswered(Exception):
-    """The whole message went out, but the server's answer never came: it may or may not have it."""
-
-
-class Refused(Exception):
-    """The server did not take the message: its reply, or (no code) a connection lost before the end."""
-
-    def __init__(self, code: int | None, text: str) -> None:
-        super().__init__(f"{code} {text}" if code else text)
-        self.code = code
-
-    @property
-    def reply(self) -> str:
-        """What the ledger records and the person is shown: "550 5.1.1 no such user", "connection lost: ..."."""
-        return str(self)
-
-    @property
-    def permanent(self) -> bool:
-        """5xx: trying again would get the same answer."""
-        return self.code is not None and self.code not in TEMPORARY and self.code >= 500
-
-
-def transmit(
-    smtp: smtplib.SMTP,
-    sender: str,
-    recipient: str,
-    message: bytes,
-    settings: Settings,
-    *,
-    before_final_dot: Callable[[], None] | None = None,
-) -> str:
-    """MAIL, RCPT and DATA of one message over an open connection; returns the server's acceptance ("250 ...").
-
-    Raises Refused, with the server's words redacted (`smtp.reply_text`), or Unanswered. The
-    message must have CRLF lines; it is dot-stuffed here. `before_final_dot` runs once all of it
-    but the final dot has gone out: from then on, the server may have it.
-    """
-    try:
-        code, text = smtp.mail(sender)
-        if code != 250:
-            raise _refused(smtp, code, text, settings)
-        code, text = smtp.rcpt(recipient)
-        if code not in (250, 251):
-            raise _refused(smtp, code, text, settings)
-        code, text = smtp.docmd("DATA")
-        if code != 354:
-            raise _refused(smtp, code, text, settings)
-        smtp.send(dot_stuffed(message))
-    except smtplib.SMTPResponseException as exc:
-        raise Refused(exc.smtp_code, reply_text(exc.smtp_error, settings)) from None
-    except OSError as exc:  # smtplib's SMTPServerDisconnected too
-        raise Refused(None, f"connection lost: {exc}" if str(exc) else "connection lost") from None
-    if before_final_dot is not None:
-        before_final_dot()
-    try:
-        smtp.send(b".\r\n")
-        code, text = smtp.getreply()
-    except OSError as exc:
-        raise Unanswered(f"connection lost after the message was sent ({exc})") from None
-    if code != 250:
-        raise Refused(code, reply_text(text, settings))
-    return f"{code} {reply_text(text, settings)}"
-
-
 def deliver_one(settings: Settings, sender: str, recipient: str, message: bytes) -> str:
     """One message to one address over a connection of its own (the --test copy); returns the server's acceptance.
 
     Raises NewsletterError: `connect`'s for a connection that fails, and for a refusal the
     server's reply, as the pool records it for a recipient of the list.
     """
-    smtp = connect(settings)
+    courier = Courier(connect(settings), settings)
     try:
-        return transmit(smtp, sender, recipient, message, settings)
-    except Refused as exc:
-        if exc.code is None:
-            raise NewsletterError(f"sending failed: {exc.reply}") from None
-        raise NewsletterError(f"the server refused {recipient}: {printable(exc.reply)}") from None
-    except Unanswered as exc:
-        raise NewsletterError(f"sending failed: {exc}") from None
+        [(_, result)] = courier.send(Letter(sender, recipient, message, lambda: None)) + courier.flush()
     finally:
-        close(smtp)
+        courier.close()
+    if isinstance(result, Unanswered):
+        raise NewsletterError(f"sending failed: {result}")
+    if isinstance(result, Refused):
+        if result.code is None:
+            raise NewsletterError(f"sending failed: {result.reply}")
+        raise NewsletterError(f"the server refused {recipient}: {printable(result.reply)}")
+    return result
 
 
 class DeliveryPool:
@@ -342,95 +281,24 @@ class DeliveryPool:
     # -- one worker --------------------------------------------------------
 
     def _work(self, work: queue.Queue[Row | None]) -> None:
-        smtp: smtplib.SMTP | None = None
+        worker = _Worker(self)
         try:
-            while not self.stop.is_set():
-                row = work.get()
-                if row is None or self.stop.is_set():  # a row taken after a stop stays pending
-                    return
-                smtp = self._deliver(row, smtp)
+            worker.run(work)
         except NewsletterError as exc:  # the ledger cannot be written: nothing may be sent unrecorded
             self._halt(str(exc))
         except Exception as exc:  # a dead worker must stop the send, not leave it waiting forever
             self._halt(f"unexpected error: {exc!r}")
         finally:
-            if smtp is not None:
-                close(smtp)
+            worker.hang_up()
             with self._finished:
                 self._running -= 1
                 self._finished.notify_all()
 
-    def _deliver(self, row: Row, smtp: smtplib.SMTP | None) -> smtplib.SMTP | None:
-        try:
-            message = self.composer.personalise(Recipient(row.email, row.name, row.fields), self.secret).message()
-        except NewsletterError as exc:
-            self.ledger.mark(row.id, DeliveryState.FAILED, str(exc), attempt=True)
-            self._count(ok=False, reply=str(exc))
-            return smtp
-        sender = self.sender_address
-        if self.bounce_address:
-            sender = return_path(self.bounce_address, self.secret, row.id, self.identity)
-        delay = self.options.retry_delay
-        for attempt in range(1, self.options.max_attempts + 1):
-            self._wait_for_rate()
-            why = self.left(row.email)
-            if why is not None:
-                self.ledger.mark(row.id, DeliveryState.SUPPRESSED, f"left during the send ({why})")
-                with self._lock:
-                    self.outcome.suppressed += 1
-                    self.on_progress(1)
-                return smtp
-            try:
-                if smtp is None:
-                    smtp = self._connect()
-                # Until the server answers the final dot, the message may or may not
-                # be accepted: if this process dies meanwhile, the row says so.
-                reply = transmit(
-                    smtp,
-                    sender,
-                    row.email,
-                    message,
-                    self.settings,
-                    before_final_dot=lambda: self.ledger.mark(row.id, DeliveryState.SENDING, content=self.content),
-                )
-            except _Fatal as exc:
-                # Not this recipient's doing: the row stays pending with its own last reply,
-                # and the reason (a refused login, say) is shown, never stored on a row.
-                self._halt(str(exc))
-                return None
-            except Unanswered as exc:
-                # The message went out but no answer came back: the server may
-                # have it. Sending again could mail this person twice.
-                self.ledger.mark(row.id, DeliveryState.SENDING, f"uncertain: {exc}", attempt=True)
-                self._count(ok=False, reply=str(exc), uncertain=True)
-                return self._drop(smtp)
-            except Refused as exc:
-                if exc.code is None or exc.code == 421:  # lost, or the server is closing this connection
-                    smtp = self._drop(smtp)
-                reply, permanent = exc.reply, exc.permanent
-            else:
-                self.ledger.mark(row.id, DeliveryState.SENT, reply, attempt=True, content=self.content)
-                self._count(ok=True, reply=reply)
-                return smtp
-            if permanent or attempt == self.options.max_attempts or self.stop.is_set():
-                if permanent or not self.stop.is_set():
-                    final = reply if permanent else f"gave up after {attempt} attempts: {reply}"
-                    self.ledger.mark(row.id, DeliveryState.FAILED, final, attempt=True)
-                    self._count(ok=False, reply=final)
-                else:
-                    self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
-                return smtp
-            self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
-            if self._sleep(delay):  # stopped while waiting: the row stays pending
-                return smtp
-            delay *= 2
-        return smtp
-
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> Courier:
         delay = self.options.retry_delay
         for attempt in range(1, self.options.max_attempts + 1):
             try:
-                return connect(self.settings)
+                return Courier(connect(self.settings), self.settings)
             except ConnectFailed as exc:
                 if not exc.retry or attempt == self.options.max_attempts or self.stop.is_set():
                     raise _Fatal(str(exc)) from None
@@ -440,12 +308,7 @@ class DeliveryPool:
                 raise _Fatal(str(exc)) from None
         raise _Fatal(f"cannot reach {self.settings.address}")
 
-    def _drop(self, smtp: smtplib.SMTP | None) -> None:
-        if smtp is not None:
-            close(smtp)
-        return None
-
-    def _wait_for_rate(self) -> None:
+    def _wait_for_rate(self, before_a_long_wait: Callable[[], None]) -> None:
         if not self.options.rate:
             return
         with self._lock:
@@ -453,6 +316,8 @@ class DeliveryPool:
             slot = max(now, self._next_slot)
             self._next_slot = slot + 1 / self.options.rate
         if slot > now:
+            if slot - now > HOLD_AT_MOST:
+                before_a_long_wait()
             self.clock.sleep_until(slot, self.stop)
 
     def _sleep(self, seconds: float) -> bool:
@@ -482,6 +347,136 @@ class DeliveryPool:
             self.stop.set()
 
 
+@dataclass(eq=False)
+class _Attempt(Letter):
+    """A row's message on its way, and which try this is."""
+
+    row: Row
+    number: int  # 1 for the first
+    delay: float  # before the next, should this one be refused for now
+    due: float  # when it may go (a retry waits)
+
+
+class _Worker:
+    """One thread of the pool: its connection, and the attempts it owes to try again.
+
+    With PIPELINING the courier holds the last letter whose DATA was accepted until the next one goes; the
+    worker never waits (for work, for a retry, for a long rate slot) with one held, so that no server is
+    kept in the middle of a message, and so that a letter's answer is recorded as soon as it can be.
+    """
+
+    def __init__(self, pool: DeliveryPool) -> None:
+        self.pool = pool
+        self.courier: Courier | None = None
+        self.again: deque[_Attempt] = deque()  # a letter refused for now goes again, on this thread, oldest first
+
+    def run(self, work: queue.Queue[Row | None]) -> None:
+        pool = self.pool
+        last = False  # the queue is done; what is owed is still tried
+        while not pool.stop.is_set():
+            if self.again:
+                self._settle(self._flush())
+                attempt = self.again.popleft()
+                if attempt.due > pool.clock.now() and pool.clock.sleep_until(attempt.due, pool.stop):
+                    return  # stopped while waiting: the row stays pending
+                self._try(attempt)
+                continue
+            if last:
+                return
+            try:
+                row = work.get_nowait()
+            except queue.Empty:
+                self._settle(self._flush())
+                if self.again:
+                    continue
+                row = work.get()
+            if row is None or pool.stop.is_set():  # a row taken after a stop stays pending
+                self._settle(self._flush())
+                last = True
+                continue
+            attempt = self._first(row)
+            if attempt is not None:
+                self._try(attempt)
+
+    def hang_up(self) -> None:
+        """Close the connection; a letter still held (its content never sent) is dropped, and its row stays pending."""
+        if self.courier is not None:
+            self.courier.close()
+            self.courier = None
+
+    def _first(self, row: Row) -> _Attempt | None:
+        pool = self.pool
+        try:
+            message = pool.composer.personalise(Recipient(row.email, row.name, row.fields), pool.secret).message()
+        except NewsletterError as exc:
+            pool.ledger.mark(row.id, DeliveryState.FAILED, str(exc), attempt=True)
+            pool._count(ok=False, reply=str(exc))
+            return None
+        sender = pool.sender_address
+        if pool.bounce_address:
+            sender = return_path(pool.bounce_address, pool.secret, row.id, pool.identity)
+        # Until the server answers the final dot, the message may or may not be accepted: if this process dies
+        # meanwhile, the row says so.
+        in_flight = lambda: pool.ledger.mark(row.id, DeliveryState.SENDING, content=pool.content)  # noqa: E731
+        return _Attempt(sender, row.email, message, in_flight, row, 1, pool.options.retry_delay, 0.0)
+
+    def _try(self, attempt: _Attempt) -> None:
+        pool = self.pool
+        pool._wait_for_rate(lambda: self._settle(self._flush()))
+        why = pool.left(attempt.row.email)
+        if why is not None:
+            pool.ledger.mark(attempt.row.id, DeliveryState.SUPPRESSED, f"left during the send ({why})")
+            with pool._lock:
+                pool.outcome.suppressed += 1
+                pool.on_progress(1)
+            return
+        if self.courier is None:
+            try:
+                self.courier = pool._connect()
+            except _Fatal as exc:
+                # Not this recipient's doing: the row stays pending with its own last reply,
+                # and the reason (a refused login, say) is shown, never stored on a row.
+                pool._halt(str(exc))
+                return
+        self._settle(self.courier.send(attempt))
+
+    def _flush(self) -> list[tuple[Letter, Result]]:
+        return self.courier.flush() if self.courier is not None else []
+
+    def _settle(self, settled: list[tuple[Letter, Result]]) -> None:
+        """Record how each letter went; one refused for now is owed again."""
+        if self.courier is not None and self.courier.broken:  # lost, or closing: the next letter needs another
+            self.hang_up()
+        for letter, result in settled:
+            assert isinstance(letter, _Attempt)
+            self._record(letter, result)
+
+    def _record(self, attempt: _Attempt, result: Result) -> None:
+        pool, row = self.pool, attempt.row
+        if isinstance(result, str):
+            pool.ledger.mark(row.id, DeliveryState.SENT, result, attempt=True, content=pool.content)
+            pool._count(ok=True, reply=result)
+            return
+        if isinstance(result, Unanswered):
+            # The message went out but no answer came back: the server may
+            # have it. Sending again could mail this person twice.
+            pool.ledger.mark(row.id, DeliveryState.SENDING, f"uncertain: {result}", attempt=True)
+            pool._count(ok=False, reply=str(result), uncertain=True)
+            return
+        reply, permanent, number = result.reply, result.permanent, attempt.number
+        if permanent or number == pool.options.max_attempts or pool.stop.is_set():
+            if permanent or not pool.stop.is_set():
+                final = reply if permanent else f"gave up after {number} attempts: {reply}"
+                pool.ledger.mark(row.id, DeliveryState.FAILED, final, attempt=True)
+                pool._count(ok=False, reply=final)
+            else:
+                pool.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
+            return
+        pool.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
+        due = pool.clock.now() + attempt.delay
+        self.again.append(replace(attempt, number=number + 1, delay=attempt.delay * 2, due=due))
+
+
 def _wake(work: queue.Queue[Row | None], workers: int) -> None:
     """Empty the queue and tell every worker to stop, even one waiting for work."""
     while True:
@@ -491,20 +486,3 @@ def _wake(work: queue.Queue[Row | None], workers: int) -> None:
             break
     for _ in range(workers):
         work.put_nowait(None)
-
-
-def dot_stuffed(message: bytes) -> bytes:
-    """RFC 5321 transparency: a line starting with "." gets another (the message has CRLF lines)."""
-    stuffed = message.replace(b"\n.", b"\n..")
-    return b"." + stuffed if stuffed.startswith(b".") else stuffed
-
-
-def _refused(smtp: smtplib.SMTP, code: int, text: bytes, settings: Settings) -> Refused:
-    """The refusal of a command before the message, with the transaction reset for the next one."""
-    _reset(smtp)
-    return Refused(code, reply_text(text, settings))
-
-
-def _reset(smtp: smtplib.SMTP) -> None:
-    with contextlib.suppress(smtplib.SMTPException, OSError):
-        smtp.rset()
