@@ -10,7 +10,8 @@ timeout so that a client gone silent cannot hold the test.
 It also sees how a client talks: with `pipelining` it offers PIPELINING
 (RFC 2920), and it counts `turns`, the times it answered and then had to
 wait for the client's next bytes, which is the round trips a client made.
-It can refuse a RCPT, and hang up at DATA, when told.
+It can refuse a RCPT, hang up at DATA, and (`lax`) take DATA after no
+recipient was accepted, when told.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class _Record:
     turns: int = 0
     commands: list[bytes] = field(default_factory=list)  # every command line's verb, in the order they came
     attempts: Counter[str] = field(default_factory=Counter)  # RCPTs per recipient
+    empty_data: list[bytes] = field(default_factory=list)  # DATA after no RCPT was accepted (`lax`), as sent
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -50,6 +52,7 @@ class _Session(socketserver.BaseRequestHandler):
     timeout = 10  # seconds a client may stay silent before its connection is closed
     record: _Record
     pipelining: bool
+    lax: bool  # answers DATA with 354 even when no RCPT was accepted
     at_rcpt: Fault | None  # a reply instead of 250 (b"550 ...")
     at_data: Fault | None  # "hang up" instead of 354, or "354 and hang up"
 
@@ -148,6 +151,15 @@ class _Session(socketserver.BaseRequestHandler):
             elif verb == b"QUIT":
                 self._say(b"221 bye\r\n")
                 return
+            elif verb == b"DATA" and mail_from is not None and self.lax:
+                # Some servers take DATA with no recipient accepted, and refuse only the message (RFC 2920 3.1).
+                self._say(b"354 go on\r\n")
+                data = self._data()
+                if data is None:
+                    return
+                with self.record.lock:
+                    self.record.empty_data.append(data)
+                self._say(b"554 5.5.1 no valid recipients\r\n")
             elif verb in (b"RCPT", b"DATA"):
                 self._say(b"503 bad sequence of commands\r\n")
             else:
@@ -173,14 +185,21 @@ class _Server(socketserver.ThreadingTCPServer):
 class RawSMTP:
     """Use as a context manager: `with RawSMTP() as server: ... server.port ... server.messages`."""
 
-    def __init__(self, *, pipelining: bool = False, at_rcpt: Fault | None = None, at_data: Fault | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pipelining: bool = False,
+        lax: bool = False,
+        at_rcpt: Fault | None = None,
+        at_data: Fault | None = None,
+    ) -> None:
         self._record = _Record()
         # Functions kept on the class would become methods: staticmethod keeps them plain.
         faults = {
             "at_rcpt": staticmethod(at_rcpt) if at_rcpt else None,
             "at_data": staticmethod(at_data) if at_data else None,
         }
-        handler = type("Session", (_Session,), {"record": self._record, "pipelining": pipelining, **faults})
+        handler = type("Session", (_Session,), {"record": self._record, "pipelining": pipelining, "lax": lax, **faults})
         self._server = _Server(("127.0.0.1", 0), handler)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -203,6 +222,11 @@ class RawSMTP:
     def connections(self) -> int:
         with self._record.lock:
             return self._record.connections
+
+    @property
+    def empty_data(self) -> list[bytes]:
+        with self._record.lock:
+            return list(self._record.empty_data)
 
     @property
     def turns(self) -> int:
