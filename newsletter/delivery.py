@@ -26,7 +26,7 @@ from typing import Protocol
 from .courier import Courier, Letter, Refused, Result, Unanswered
 from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
-from .ledger import Ledger, Row
+from .ledger import Ledger, Mark, Row
 from .message import Composer
 from .personalise import Recipient
 from .send_plan import Plan
@@ -283,7 +283,10 @@ class DeliveryPool:
     def _work(self, work: queue.Queue[Row | None]) -> None:
         worker = _Worker(self)
         try:
-            worker.run(work)
+            try:
+                worker.run(work)
+            finally:
+                worker.write_down()  # answers already read are recorded, whatever stopped the worker
         except NewsletterError as exc:  # the ledger cannot be written: nothing may be sent unrecorded
             self._halt(str(exc))
         except Exception as exc:  # a dead worker must stop the send, not leave it waiting forever
@@ -308,7 +311,7 @@ class DeliveryPool:
                 raise _Fatal(str(exc)) from None
         raise _Fatal(f"cannot reach {self.settings.address}")
 
-    def _wait_for_rate(self, before_a_long_wait: Callable[[], None]) -> None:
+    def _wait_for_rate(self, before_waiting: Callable[[float], None]) -> None:
         if not self.options.rate:
             return
         with self._lock:
@@ -316,8 +319,7 @@ class DeliveryPool:
             slot = max(now, self._next_slot)
             self._next_slot = slot + 1 / self.options.rate
         if slot > now:
-            if slot - now > HOLD_AT_MOST:
-                before_a_long_wait()
+            before_waiting(slot - now)
             self.clock.sleep_until(slot, self.stop)
 
     def _sleep(self, seconds: float) -> bool:
@@ -369,6 +371,9 @@ class _Worker:
         self.pool = pool
         self.courier: Courier | None = None
         self.again: deque[_Attempt] = deque()  # a letter refused for now goes again, on this thread, oldest first
+        # Acceptances read while the next letter is held: they go into the ledger with that letter's in-flight mark,
+        # one commit for the two (a commit costs more than the rows in it). Never more than one per connection.
+        self.unrecorded: list[Mark] = []
 
     def run(self, work: queue.Queue[Row | None]) -> None:
         pool = self.pool
@@ -417,12 +422,14 @@ class _Worker:
             sender = return_path(pool.bounce_address, pool.secret, row.id, pool.identity)
         # Until the server answers the final dot, the message may or may not be accepted: if this process dies
         # meanwhile, the row says so.
-        in_flight = lambda: pool.ledger.mark(row.id, DeliveryState.SENDING, content=pool.content)  # noqa: E731
-        return _Attempt(sender, row.email, message, in_flight, row, 1, pool.options.retry_delay, 0.0)
+        in_flight = Mark(row.id, DeliveryState.SENDING, content=pool.content)
+        return _Attempt(
+            sender, row.email, message, lambda: self.write_down(in_flight), row, 1, pool.options.retry_delay, 0.0
+        )
 
     def _try(self, attempt: _Attempt) -> None:
         pool = self.pool
-        pool._wait_for_rate(lambda: self._settle(self._flush()))
+        pool._wait_for_rate(self._before_waiting)
         why = pool.left(attempt.row.email)
         if why is not None:
             pool.ledger.mark(attempt.row.id, DeliveryState.SUPPRESSED, f"left during the send ({why})")
@@ -440,8 +447,20 @@ class _Worker:
                 return
         self._settle(self.courier.send(attempt))
 
+    def _before_waiting(self, seconds: float) -> None:
+        """Nothing answered waits unrecorded, and no letter waits held for long (its server waits in its DATA)."""
+        if seconds > HOLD_AT_MOST:
+            self._settle(self._flush())
+        self.write_down()
+
     def _flush(self) -> list[tuple[Letter, Result]]:
         return self.courier.flush() if self.courier is not None else []
+
+    def write_down(self, *also: Mark) -> None:
+        """Put the acceptances not yet recorded into the ledger, with `also`, in one commit."""
+        if self.unrecorded or also:
+            self.pool.ledger.mark_all([*self.unrecorded, *also])
+            self.unrecorded.clear()
 
     def _settle(self, settled: list[tuple[Letter, Result]]) -> None:
         """Record how each letter went; one refused for now is owed again."""
@@ -450,11 +469,13 @@ class _Worker:
         for letter, result in settled:
             assert isinstance(letter, _Attempt)
             self._record(letter, result)
+        if self.courier is None or self.courier.held is None:  # no write (and commit) is about to come
+            self.write_down()
 
     def _record(self, attempt: _Attempt, result: Result) -> None:
         pool, row = self.pool, attempt.row
         if isinstance(result, str):
-            pool.ledger.mark(row.id, DeliveryState.SENT, result, attempt=True, content=pool.content)
+            self.unrecorded.append(Mark(row.id, DeliveryState.SENT, result, attempt=True, content=pool.content))
             pool._count(ok=True, reply=result)
             return
         if isinstance(result, Unanswered):
