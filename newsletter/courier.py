@@ -19,7 +19,9 @@ import contextlib
 import re
 import select
 import smtplib
+import socket
 import ssl
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,6 +94,15 @@ class Wire:
             raise Lost("not connected")
         self.sock = smtp.sock
         self.buffer = bytearray()
+        timeout = self.sock.gettimeout()
+        if timeout and not isinstance(self.sock, ssl.SSLSocket):
+            # The kernel keeps the time instead: Python would otherwise poll() before every send and recv, a
+            # system call (and a release of the GIL the pool's threads contend for) as dear as the send itself.
+            # A read or write that times out then fails with EAGAIN. (Not under TLS: Python's ssl would retry.)
+            seconds = struct.pack("ll", int(timeout), int(timeout % 1 * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, seconds)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, seconds)
+            self.sock.settimeout(None)
 
     def write(self, data: bytes) -> None:
         """All of `data`; Lost says how much of it went out before the connection broke."""
@@ -322,4 +333,6 @@ def dot_stuffed(message: bytes) -> bytes:
 
 
 def _why(exc: OSError) -> str:
+    if isinstance(exc, BlockingIOError):  # SO_RCVTIMEO, SO_SNDTIMEO
+        return "timed out"
     return str(exc) or type(exc).__name__

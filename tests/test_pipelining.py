@@ -9,12 +9,14 @@ import os
 import re
 import signal
 import sqlite3
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
 
 from newsletter.delivery import Options, Outcome, deliver
 from newsletter.send_plan import plan_send
@@ -23,6 +25,7 @@ from newsletter.smtp import Settings
 from .raw_smtp import RawSMTP, Received
 from .smtp_server import Recorder, start
 from .support import SECRET, SEED, cli_command, send_env, write_list
+from .tcp_proxy import CuttingProxy
 
 ISSUE = f"issues/{SEED}.yaml"
 ONE = Options(connections=1, retry_delay=0.01, max_attempts=3)
@@ -30,10 +33,12 @@ ONE = Options(connections=1, retry_delay=0.01, max_attempts=3)
 COMMANDS = {b"EHLO", b"MAIL", b"RCPT", b"DATA", b"RSET", b"QUIT"}
 
 
-def _deliver(project: Path, people: list[str], port: int, options: Options = ONE) -> tuple[Outcome, dict]:
+def _deliver(
+    project: Path, people: list[str], port: int, options: Options = ONE, timeout: float = 10
+) -> tuple[Outcome, dict]:
     """Send the seed issue to `people`; what the run did, and each row's (state, reply, attempts)."""
     with plan_send(project / ISSUE, write_list(project, ["email", *people])) as plan:
-        outcome = deliver(plan, Settings("127.0.0.1", port, "none", timeout=10), options, key=SECRET)
+        outcome = deliver(plan, Settings("127.0.0.1", port, "none", timeout=timeout), options, key=SECRET)
     with sqlite3.connect(project / "state" / "ledger.sqlite3") as db:
         rows = {email: (state, reply, n) for email, state, reply, n in db.execute(_ROWS)}
     db.close()
@@ -110,6 +115,34 @@ def test_a_connection_lost_between_the_commands_and_the_content_is_tried_again_n
     assert outcome.sent == 3 and outcome.uncertain == 0
     assert rows["dropped@example.com"][:2] == ("sent", "250 OK queued") and rows["dropped@example.com"][2] == 2
     assert server.connections == 2
+
+
+GREETING_AND_EHLO = len(b"220 127.0.0.1 raw test server\r\n250-127.0.0.1\r\n250 PIPELINING\r\n")
+GROUP_ACCEPTED = len(b"250 OK\r\n250 OK\r\n354 go on\r\n")
+
+
+@pytest.mark.parametrize(
+    "answered, state, reply",
+    [
+        (GREETING_AND_EHLO, "failed", "gave up after 2 attempts: connection lost: timed out"),
+        (
+            GREETING_AND_EHLO + GROUP_ACCEPTED,
+            "sending",
+            "uncertain: connection lost after the message was sent (timed out)",
+        ),
+    ],
+    ids=["silent-after-the-commands", "silent-after-the-final-dot"],
+)
+def test_a_server_that_stops_answering_is_a_lost_connection_once_the_timeout_has_passed(
+    project, answered, state, reply
+):
+    with RawSMTP(pipelining=True) as server, CuttingProxy(server.port, answered, stall=True) as proxy:
+        options = Options(connections=1, retry_delay=0.01, max_attempts=2)
+        outcome, rows = _deliver(project, ["a@example.com"], proxy.port, options, timeout=0.5)
+    assert rows["a@example.com"][:2] == (state, reply)
+    # Silent after the final dot: the server has the message, which is why it is uncertain and not sent again.
+    assert len(server.messages) == (state == "sending")
+    assert outcome.stopped is None
 
 
 def test_refusals_of_a_message_s_content_are_settled_after_the_next_message_has_started(project, inbox):
@@ -225,3 +258,29 @@ def _killed_and_run_again(
         states = dict(db.execute("SELECT email, state FROM deliveries").fetchall())
     db.close()
     return states, subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_pipelining_over_tls(project, run, inbox, monkeypatch, tmp_path, security):
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    handler = Recorder(
+        inbox, lambda rcpt, n: "550 5.7.1 content refused" if rcpt == "c@example.com" and n > 0 else None
+    )
+    handler.pipelining = True
+    controller = start(handler, **{"starttls" if security == "starttls" else "implicit_tls": context})
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "localhost")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(controller.port))
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", security)
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    people = [f"{name}@example.com" for name in "abcdef"]
+    try:
+        result = run(
+            "send", ISSUE, "--to", write_list(project, ["email", *people]), "--ca-file", tmp_path / "ca.pem", "--yes"
+        )
+    finally:
+        controller.stop()
+    assert "sent 5, failed 1" in result.output
+    assert inbox.recipients() == {p: 1 for p in people if p != "c@example.com"}
