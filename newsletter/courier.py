@@ -201,7 +201,7 @@ class Courier:
     # -- without PIPELINING: each command waits for its answer ----------------------------------------
 
     def _one_at_a_time(self, letter: Letter) -> Result:
-        for command, expected in _commands(letter):
+        for command, expected in zip(_commands(letter), EXPECTED, strict=True):
             try:
                 self.wire.write(command)
                 reply = self.wire.reply()
@@ -236,7 +236,7 @@ class Courier:
                 return [(held, lost)] + ([(letter, lost)] if letter is not None else [])
             content = self._content(held)
             held.before_final_dot()
-        commands = [command for command, _ in _commands(letter)] if letter is not None else []
+        commands = _commands(letter) if letter is not None else []
         try:
             self.wire.write(content + b"".join(commands))
             if held is not None:
@@ -259,7 +259,7 @@ class Courier:
     def _group(self, letter: Letter) -> Result | None:
         """The replies to MAIL, RCPT and DATA; None if all were accepted (the letter is then held)."""
         refusal: Reply | None = None
-        for _, expected in _commands(letter):
+        for expected in EXPECTED:
             try:
                 reply = self.wire.reply()
             except Lost as exc:
@@ -316,14 +316,21 @@ class Courier:
         return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
-def _commands(letter: Letter | None) -> list[tuple[bytes, tuple[int, ...]]]:
-    if letter is None:
-        return []
-    return [
-        (f"MAIL FROM:{smtplib.quoteaddr(letter.sender)}\r\n".encode("ascii"), (250,)),
-        (f"RCPT TO:{smtplib.quoteaddr(letter.recipient)}\r\n".encode("ascii"), (250, 251)),
-        (b"DATA\r\n", (354,)),
-    ]
+def _commands(letter: Letter) -> list[bytes]:
+    """MAIL, RCPT and DATA, their answers expected in `EXPECTED`."""
+    return [b"MAIL FROM:" + _path(letter.sender), b"RCPT TO:" + _path(letter.recipient), b"DATA\r\n"]
+
+
+EXPECTED = ((250,), (250, 251), (354,))
+
+
+def _path(address: str) -> bytes:
+    """The address as an SMTP path, `<address>` and the line's end. The list reader and the site file admit only plain
+    ASCII addresses (smtplib's quoteaddr, an email parser, costs more than the rest of the command); checked again,
+    so that an address can never carry a second command."""
+    if not address.isascii() or any(c in address for c in "<>\r\n\0 "):
+        raise ValueError(f"not an address to put in an SMTP command: {address!r}")
+    return f"<{address}>\r\n".encode("ascii")
 
 
 def dot_stuffed(message: bytes) -> bytes:

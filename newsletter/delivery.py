@@ -7,9 +7,9 @@ refused login or an unreachable server stops the send, which can then be
 resumed by running the same command.
 
 `deliver` carries out a send's plan (`send_plan`) with the pool. One
-message goes out the same way whoever sends it (`transmit`): the pool for
-the list, and `deliver_one` for the --test copy, whose refusals read as
-the pool records them.
+message goes out the same way whoever sends it (`courier.Courier`, pipelined
+where the server offers it): the pool for the list, and `deliver_one` for
+the --test copy, whose refusals read as the pool records them.
 """
 
 from __future__ import annotations
