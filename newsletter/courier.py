@@ -131,11 +131,12 @@ class Wire:
         """Whether the server sent something nobody asked for yet, or hung up: then nothing more should be written."""
         if self.buffer or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
             return True
+        poller = select.poll()  # not select(): it cannot take a descriptor past 1023
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            poller.register(self.sock, select.POLLIN)
         except (OSError, ValueError):  # closed already
             return True
-        return bool(readable)
+        return bool(poller.poll(0))
 
     def _line(self) -> bytes:
         """One line without its CRLF (a bare LF is taken too)."""

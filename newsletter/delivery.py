@@ -437,6 +437,8 @@ class _Worker:
                 pool.outcome.suppressed += 1
                 pool.on_progress(1)
             return
+        if pool.stop.is_set():  # stopped while waiting for the rate: the row stays pending
+            return
         if self.courier is None:
             try:
                 self.courier = pool._connect()
