@@ -53,19 +53,32 @@ class WorkQueue(Generic[T]):
         None once all is done or the send stopped. Each item taken must be given `done` or `again`."""
         with self._changed:
             while not self._stop.is_set():
-                if self._later and (self._later[0][0] <= self._now() or (self._closed and not self._fresh)):
-                    due, _, item = heapq.heappop(self._later)
-                elif self._fresh:
-                    due, item = self._now(), self._fresh.popleft()
-                    self._changed.notify_all()  # room for the feeder
-                elif self._closed and self._in_flight == 0:
+                taken = self._pop(early=self._closed and not self._fresh)
+                if taken is not None:
+                    return taken
+                if self._closed and self._in_flight == 0:
                     return None
-                else:
-                    self._changed.wait(POLL)
-                    continue
-                self._in_flight += 1
-                return item, due
+                self._changed.wait(POLL)
             return None
+
+    def take_now(self) -> tuple[T, float] | None:
+        """The next item if one may go now (a retry due, or a fresh one), without waiting; None if none may.
+
+        For a worker that must not wait: one whose connection holds a message until the next one goes."""
+        with self._changed:
+            return None if self._stop.is_set() else self._pop(early=False)
+
+    def _pop(self, *, early: bool) -> tuple[T, float] | None:
+        """A retry that is due (or, `early`, the first retry however far off), else a fresh item; None if neither."""
+        if self._later and (self._later[0][0] <= self._now() or early):
+            due, _, item = heapq.heappop(self._later)
+        elif self._fresh:
+            due, item = self._now(), self._fresh.popleft()
+            self._changed.notify_all()  # room for the feeder
+        else:
+            return None
+        self._in_flight += 1
+        return item, due
 
     def again(self, item: T, due: float) -> None:
         """A taken item goes back, to be taken again from `due` on."""

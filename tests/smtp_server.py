@@ -59,11 +59,16 @@ class Recorder:
         self.connections = 0
         self.on_data: Callable[[str], None] | None = None  # after a message is stored, before the 250
         self.on_rcpt: Callable[[str], None] | None = None  # before a message's DATA
+        # Offer PIPELINING (RFC 2920), as Postfix and the big relays do: aiosmtpd reads pipelined commands in
+        # order and answers each, but does not offer it unless told.
+        self.pipelining = False
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         if not session.ssl:  # STARTTLS repeats EHLO on the same connection
             self.connections += 1
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):

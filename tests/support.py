@@ -60,6 +60,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **extra, "PYTHONPATH": path}
 
 
+def send_env(project: Path, port: int) -> dict[str, str]:
+    """`cli_env()` for a `send` in its own process to the SMTP server on 127.0.0.1:`port`, with the test key."""
+    return cli_env(
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(port),
+        NEWSLETTER_SMTP_SECURITY="none",
+        NEWSLETTER_SECRET=SECRET,
+        XDG_CACHE_HOME=str(project / ".cache"),
+    )
+
+
 def run_cli(
     cwd: Path,
     *args: object,
