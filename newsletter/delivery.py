@@ -387,6 +387,9 @@ class _Worker:
                 self._try(attempt)
                 continue
             if last:
+                self._settle(self._flush())  # the last retry may be held
+                if self.again:
+                    continue
                 return
             try:
                 row = work.get_nowait()
