@@ -176,6 +176,21 @@ def test_refusals_of_a_message_s_content_are_settled_after_the_next_message_has_
     assert (outcome.sent, outcome.failed, outcome.uncertain) == (9, 1, 1)
 
 
+@pytest.mark.parametrize("reply", ["421 4.3.2 shutting down", "451 4.3.0 try again later"])
+def test_a_retry_that_is_the_last_message_of_its_connection_is_sent(project, inbox, reply):
+    """The last message is held for a next one that never comes: it goes on its own, and so does its retry."""
+    handler = Recorder(inbox, lambda rcpt, n: reply if rcpt == "last@example.com" and n == 1 else None)
+    handler.pipelining = True
+    controller = start(handler)
+    try:
+        outcome, rows = _deliver(project, ["first@example.com", "last@example.com"], controller.port)
+    finally:
+        controller.stop()
+    assert inbox.recipients() == {"first@example.com": 1, "last@example.com": 1}
+    assert rows["last@example.com"] == ("sent", "250 OK queued", 2)
+    assert outcome.sent == 2
+
+
 def test_killed_mid_send_leaves_at_most_one_uncertain_recipient_per_connection(project, inbox):
     handler = Recorder(inbox)
     handler.pipelining = True
