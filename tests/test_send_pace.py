@@ -195,12 +195,12 @@ def test_a_relay_that_never_lets_up_fails_each_recipient_after_its_free_slowdown
     finally:
         controller.stop()
     assert inbox.recipients() == {}
-    # Two recipients each had their free slowdowns, then their three counted attempts; two failures in a row
-    # stopped the send, the others stay pending for a later run.
-    assert outcome.failed == 2 and outcome.stopped and "2 messages in a row failed" in outcome.stopped
+    # Each recipient that failed had its free slowdowns, then its three counted attempts; two failures in a row
+    # stopped the send (a third may have ended as it did), the others stay pending for a later run.
+    assert outcome.stopped and "2 messages in a row failed" in outcome.stopped
+    assert outcome.failed in (2, 3) and len(failed) == outcome.failed and counts["pending"] == 5 - outcome.failed
     assert set(failed.values()) == {f"gave up after 3 attempts: {SES}"}
     assert {handler.attempts[e] for e in failed} == {FREE_SLOWDOWNS + 3}
-    assert counts["pending"] == 3
 
 
 def test_a_used_up_daily_quota_stops_the_send_to_resume_later(project, run, inbox, monkeypatch):
