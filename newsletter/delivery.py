@@ -64,7 +64,7 @@ class Outcome:
     stopped: str | None = None  # why the send stopped early, if it did
     interrupted: bool = False
     elapsed: float = 0.0
-    slowed: int = 0  # refusals that asked the send to slow down (each message was tried again)
+    slowed: int = 0  # refusals that asked the send to slow down: of a message (tried again), or of a connection
     pace: str = ""  # the pace at the end (`Pace.describe`)
 
 
@@ -557,6 +557,8 @@ class DeliveryPool:
                     raise _Fatal(str(exc)) from None
                 if self._open > 0:  # refused while others are open: one connection too many, not a server down
                     self.pace.too_many_connections()
+                    with self._lock:
+                        self.outcome.slowed += 1
                     raise _Crowded(str(exc)) from None
                 if attempt == self.options.max_attempts or self.stop.is_set():
                     raise _Fatal(str(exc)) from None

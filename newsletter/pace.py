@@ -13,11 +13,13 @@ So the pace comes down when a reply says so, and climbs back slowly while the re
   relay with a fixed connection limit is not probed with one connection too many every few messages, each probe
   the relay refuses again doubles how many messages the next one waits for (up to 64 cohorts).
 - The rate is additive increase, multiplicative decrease. A "too fast" reply sets it to 85% of the rate the
-  relay accepted over the last seconds, once per cohort: the replies to messages started before that cut
-  bring no news, and a relay that counts per second refuses everything until its second ends, however slowly
-  one goes meanwhile. Each message delivered while the rate is what holds the send back adds 1/400 of the rate
-  at the last cut: some 60 messages from 85% back to where the relay said no, so that a relay with a steady
-  limit refuses a message or two in a hundred, and one whose limit rose is followed up.
+  relay accepted over the last seconds, once per cohort (the replies to messages started before the cut bring
+  no news). It is 85% of what was accepted, not of the rate in use: a relay that counts per second refuses
+  everything until its second ends, however slowly one goes meanwhile, and cutting the rate in use at each of
+  those refusals would take it far below the relay's. Each message delivered while the rate is what holds the
+  send back adds 1/400 of the rate at the last cut, and at most 1/20 of it a second: back from 85% to where
+  the relay said no over at least 60 messages and 3 seconds, so that a relay with a steady limit refuses a
+  message or two in a hundred, and one whose limit rose is followed up.
 
 `--connections` and `--rate` are ceilings the pace never passes. The pace reads the pool's clock, so that a
 test can run it on a clock of its own.

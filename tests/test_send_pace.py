@@ -24,6 +24,7 @@ from newsletter.pipeline import check
 from newsletter.smtp import Settings
 from newsletter.subscribers import read_subscribers
 
+from .postfix import running
 from .smtp_server import Recorder, Sessions, start
 from .support import SECRET, SEED, FakeClock, write_list
 
@@ -194,12 +195,12 @@ def test_a_relay_that_never_lets_up_fails_each_recipient_after_its_free_slowdown
     finally:
         controller.stop()
     assert inbox.recipients() == {}
-    # Two recipients each had their free slowdowns, then their three counted attempts; two failures in a row
-    # stopped the send, the others stay pending for a later run.
-    assert outcome.failed == 2 and outcome.stopped and "2 messages in a row failed" in outcome.stopped
+    # Each recipient that failed had its free slowdowns, then its three counted attempts; two failures in a row
+    # stopped the send (a third may have ended as it did), the others stay pending for a later run.
+    assert outcome.stopped and "2 messages in a row failed" in outcome.stopped
+    assert outcome.failed in (2, 3) and len(failed) == outcome.failed and counts["pending"] == 5 - outcome.failed
     assert set(failed.values()) == {f"gave up after 3 attempts: {SES}"}
     assert {handler.attempts[e] for e in failed} == {FREE_SLOWDOWNS + 3}
-    assert counts["pending"] == 3
 
 
 def test_a_used_up_daily_quota_stops_the_send_to_resume_later(project, run, inbox, monkeypatch):
@@ -253,3 +254,25 @@ def _send_to(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(port))
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+
+
+def test_a_postfix_that_takes_two_connections_from_this_machine(project, run, tmp_path, monkeypatch):
+    # Debian's Postfix with its per-client connection limit at 2, this machine not spared (by default
+    # $mynetworks is): a third connection is answered "421 4.7.0 ... Error: too many connections from ...".
+    limited = "smtpd_client_connection_count_limit = 2\nsmtpd_client_event_limit_exceptions =\n"
+    people = [f"r{i:03d}@example.com" for i in range(40)]
+    with running(keep_log=tmp_path / "postfix.log", settings=limited) as postfix:
+        for address in people:
+            postfix.mailbox(address)
+        _send_to(monkeypatch, postfix.port)
+        result = run("send", ISSUE, "--to", write_list(project, ["email", *people]), "--yes")
+        for address in people:
+            postfix.wait_for(address, 1)
+        postfix.wait_until_idle()
+        delivered = {address: len(postfix.delivered(address)) for address in people}
+    assert result.exit_code == 0, result.output
+    assert set(delivered.values()) == {1}
+    said = r"the relay asked \d+ times to slow down; the pace at the end: [23] of 4 connections"
+    assert re.search(said, result.output), result.output
+    log = (tmp_path / "postfix.log").read_text(encoding="utf-8", errors="replace")
+    assert "warning: Connection concurrency limit exceeded: 3 from unknown[127.0.0.1]" in log  # it did say no
