@@ -6,6 +6,8 @@ message, which across a network (20 to 80 ms to a relay) is what limits a send. 
 PIPELINING (RFC 2920) takes MAIL, RCPT and DATA in one write, and a message's content and final dot in the
 same write as the next message's MAIL, RCPT and DATA: one round trip a message. Every reply is still read
 and checked for its own command; a server without PIPELINING gets one command at a time, as before.
+No library does this: smtplib and aiosmtplib (5.1) wait for each reply, and python-slimta's client, which
+pipelines one message's envelope, runs on gevent and never sends a content with the next message's commands.
 
 The crash promise holds with the content held back: a message's final dot goes out in the write that
 follows its `before_final_dot` (where the ledger marks it in flight), and the next message's final dot only
