@@ -215,7 +215,7 @@ class Courier:
         return self._end(letter, self._content(letter))
 
     def _end(self, letter: Letter, content: bytes) -> Result:
-        letter.before_final_dot()
+        self._before_final_dot(letter)
         try:
             self.wire.write(content)
             reply = self.wire.reply()
@@ -238,7 +238,7 @@ class Courier:
                 lost = Refused(None, "connection lost before the message was sent: the server closed it")
                 return [(held, lost)] + ([(letter, lost)] if letter is not None else [])
             content = self._content(held)
-            held.before_final_dot()
+            self._before_final_dot(held)
         commands = _commands(letter) if letter is not None else []
         try:
             self.wire.write(content + b"".join(commands))
@@ -277,6 +277,15 @@ class Courier:
         # RFC 2920 3.1: a DATA accepted after a refused MAIL or RCPT is ended with a lone dot (no recipient, so
         # nothing is delivered); a DATA refused needs only RSET.
         return self._refused(refusal, data_accepted=reply.code == 354)
+
+    def _before_final_dot(self, letter: Letter) -> None:
+        """`letter.before_final_dot`; should it fail (the ledger cannot be written), the connection is in the middle
+        of a DATA that must not end: it is only hung up, never sent a QUIT the server would take for content."""
+        try:
+            letter.before_final_dot()
+        except BaseException:
+            self.broken = True
+            raise
 
     # -- replies ------------------------------------------------------------------------------------------
 

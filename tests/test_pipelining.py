@@ -5,6 +5,7 @@ per connection. Servers: the raw one (it counts round trips), aiosmtpd told to o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from newsletter.send_plan import plan_send
 from newsletter.smtp import Settings
 
 from .raw_smtp import RawSMTP, Received
+from .small_disk import small_disk
 from .smtp_server import Recorder, start
 from .support import SECRET, SEED, cli_command, send_env, write_list
 from .tcp_proxy import CuttingProxy
@@ -299,3 +301,37 @@ def test_pipelining_over_tls(project, run, inbox, monkeypatch, tmp_path, securit
         controller.stop()
     assert "sent 5, failed 1" in result.output
     assert inbox.recipients() == {p: 1 for p in people if p != "c@example.com"}
+
+
+def test_a_disk_that_fills_while_a_message_is_held_stops_the_send_at_once(project, inbox, tmp_path):
+    """The ledger cannot record the held message as in flight: its content never goes, the connection is hung up
+    in the middle of its DATA (a QUIT there would be read as content, and answered by nobody), and a rerun on a
+    freed disk sends everyone once."""
+    handler = Recorder(inbox)
+    handler.pipelining = True
+    controller = start(handler)
+    people = [f"r{i:02d}@example.com" for i in range(12)]
+    write_list(project, ["email", *people])
+    command, env = _send_command(project, controller.port, "--connections", "1")
+    try:
+        with small_disk(project / "state", 4 * 1024 * 1024) as disk:
+            filler = disk.folder / "filler"
+
+            def fill_the_disk(rcpt: str) -> None:
+                if rcpt == "r05@example.com":
+                    with contextlib.suppress(OSError), filler.open("wb") as file:
+                        while True:
+                            file.write(b"\0" * 65536)
+
+            handler.on_rcpt = fill_the_disk
+            # Far less than the 60 s a QUIT sent into the DATA would wait for its answer.
+            stopped = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=30)
+            handler.on_rcpt = None
+            assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+            assert "cannot write the send ledger" in stopped.stdout + stopped.stderr
+            filler.unlink()
+            again = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        controller.stop()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert inbox.recipients() == dict.fromkeys(people, 1)
