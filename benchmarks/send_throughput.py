@@ -1,9 +1,11 @@
 """Messages per second of `newsletter send`, beside a raw smtplib baseline; peak memory.
 
-Usage: python benchmarks/send_throughput.py [RECIPIENTS] [CONNECTIONS] [--memory BIG]
+Usage: python benchmarks/send_throughput.py [RECIPIENTS] [CONNECTIONS] [--memory BIG] [--no-pipelining]
 
 A local sink server (benchmarks/smtp_sink.py, a separate process) accepts and
-discards everything. The baseline is plain smtplib sending one pre-built
+discards everything; it offers PIPELINING, as relays do, unless
+--no-pipelining (then `newsletter send` waits for each answer, as smtplib
+always does). The baseline is plain smtplib sending one pre-built
 message of the same size, over the same number of connections, to the same
 sink: the most a sender could do. `newsletter send` does the real work on
 top: a personal message per recipient (name, signed unsubscribe link,
@@ -39,10 +41,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sink() -> tuple[subprocess.Popen, int]:
+def start_sink(*options: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     sink = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "smtp_sink.py"), str(port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(REPO / "benchmarks" / "smtp_sink.py"), str(port), *options],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     return sink, port
@@ -131,15 +135,16 @@ def main() -> None:
     recipients = int(args[0]) if args else 10_000
     connections = int(args[1]) if len(args) > 1 else 4
     big = int(sys.argv[sys.argv.index("--memory") + 1]) if "--memory" in sys.argv else None
-    sink, port = start_sink()
+    sink, port = start_sink(*(["--no-pipelining"] if "--no-pipelining" in sys.argv else []))
     try:
         project = make_project(recipients)
         message = sample_message(project)
         raw = baseline(port, message, recipients, connections)
         sending, whole, rss = newsletter_send(project, port, connections)
+        offered = "without" if "--no-pipelining" in sys.argv else "with"
         print(
             f"{recipients:,} recipients, {connections} connections, message {len(message) / 1024:.0f} KB, "
-            f"{os.cpu_count()} CPUs"
+            f"{os.cpu_count()} CPUs, sink {offered} PIPELINING"
         )
         print(f"  baseline smtplib, one pre-built message: {raw:8.0f} msg/s")
         print(f"  newsletter send, while sending:          {sending:8.0f} msg/s  ({sending / raw:.2f} of baseline)")

@@ -32,12 +32,17 @@ class ClickConsole:
         return click.prompt(prompt, hide_input=True)
 
     @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    def progress(
+        self, total: int, label: str, status: Callable[[], str] | None = None
+    ) -> Iterator[Callable[[int], None]]:
         done, started = 0, time.monotonic()
 
         def rate(_: object) -> str:
             elapsed = time.monotonic() - started
-            return f"{done / elapsed:.0f} msg/s" if done and elapsed > 0 else ""
+            shown = [f"{done / elapsed:.0f} msg/s"] if done and elapsed > 0 else []
+            if status is not None:
+                shown.append(f"pace: {status()}")
+            return ", ".join(shown)
 
         with click.progressbar(length=total, label=label, show_pos=True, show_eta=True, item_show_func=rate) as bar:
 

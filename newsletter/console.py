@@ -29,8 +29,11 @@ class Console(Protocol):
         """A password typed without being shown; None when there is no one to ask (input is not a terminal)."""
         ...
 
-    def progress(self, total: int, label: str) -> AbstractContextManager[Callable[[int], None]]:
-        """Show progress towards `total` while the block runs; the callable is told how many more are done."""
+    def progress(
+        self, total: int, label: str, status: Callable[[], str] | None = None
+    ) -> AbstractContextManager[Callable[[int], None]]:
+        """Show progress towards `total` while the block runs; the callable is told how many more are done.
+        `status`, when given, says more each time the progress is shown (the pace of a send)."""
         ...
 
 

@@ -24,10 +24,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ParamSpec, TypeVar
+from typing import IO, NamedTuple, ParamSpec, TypeVar
 
 from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
@@ -81,6 +81,16 @@ class Row:
     name: str
     fields: dict[str, str]
     attempts: int
+
+
+class Mark(NamedTuple):
+    """A recipient's new state (`Ledger.mark_all`); `content` is the version of the issue they were sent."""
+
+    row_id: int
+    state: DeliveryState
+    reply: str = ""
+    attempt: bool = False
+    content: str | None = None
 
 
 @dataclass(frozen=True)
@@ -380,19 +390,23 @@ class Ledger:
             found = self._db.execute("SELECT email, issue FROM deliveries WHERE id = ?", (row_id,)).fetchone()
         return None if found is None else (found[0], found[1])
 
-    @_database_errors
     def mark(
         self, row_id: int, state: DeliveryState, reply: str = "", *, attempt: bool = False, content: str | None = None
     ) -> None:
         """Record a recipient's new state; `content` is the version of the issue they were sent."""
+        self.mark_all([Mark(row_id, state, reply, attempt, content)])
+
+    @_database_errors
+    def mark_all(self, marks: Sequence[Mark]) -> None:
+        """Record several recipients' new states at once: one commit, which costs more than the rows in it."""
         now = time.time()
+        values = [(m.state, m.reply, now, int(m.attempt), m.state, now, m.content, m.row_id) for m in marks]
         with self._lock:
-            self._db.execute(
-                "UPDATE deliveries SET state = ?, reply = ?, updated = ?, attempts = attempts + ?, "
-                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, content = COALESCE(?, content) "
-                "WHERE id = ?",
-                (state, reply, now, int(attempt), state, now, content, row_id),
-            )
+            if len(values) == 1:
+                self._db.execute(_MARK, values[0])
+                return
+            with self._transaction():
+                self._db.executemany(_MARK, values)
 
     @_database_errors
     def reset(self, issue: str, from_state: DeliveryState) -> int:
@@ -430,6 +444,10 @@ class Ledger:
         return _Transaction(self._db)
 
 
+_MARK = (
+    "UPDATE deliveries SET state = ?, reply = ?, updated = ?, attempts = attempts + ?, "
+    "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, content = COALESCE(?, content) WHERE id = ?"
+)
 _INSERT = (
     "INSERT INTO deliveries (issue, address, email, name, fields, line, state, reply, created, updated) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

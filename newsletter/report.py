@@ -147,6 +147,14 @@ class SendReport:
             f"skipped: {self.skipped}"
         )
 
+    def slowed(self) -> str | None:
+        """When the relay asked the send to slow down: how often, and the pace it ended at (a hint for the next
+        send's --connections and --rate)."""
+        n = self.outcome.slowed
+        if not n:
+            return None
+        return f"the relay asked {n} time{'s' if n != 1 else ''} to slow down; the pace at the end: {self.outcome.pace}"
+
     def problem(self) -> NewsletterError | None:
         """Why the send exits 1: it stopped or was interrupted (how to resume), or someone of this run was missed."""
         outcome = self.outcome

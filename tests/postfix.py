@@ -200,12 +200,15 @@ class Postfix:
 
 
 @contextlib.contextmanager
-def running(keep_log: Path | None = None) -> Iterator[Postfix]:
-    """A Postfix of its own, started; stopped and removed however the block ends (its log copied to `keep_log`)."""
+def running(keep_log: Path | None = None, settings: str = "") -> Iterator[Postfix]:
+    """A Postfix of its own, started; stopped and removed however the block ends (its log copied to `keep_log`).
+
+    `settings` are main.cf lines added after the harness's own (a later line wins).
+    """
     _require_postfix()
     root = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
     try:
-        _configure(root)
+        _configure(root, settings)
         try:
             yield Postfix(root, "127.0.0.1", _start(root))
         finally:
@@ -228,7 +231,7 @@ def _require_postfix() -> None:
         pytest.fail("these tests start a Postfix of their own, which only root can do (CI runs as root)", pytrace=False)
 
 
-def _configure(root: Path) -> None:
+def _configure(root: Path, settings: str = "") -> None:
     root.chmod(0o755)  # postfix and nobody open files in it by absolute path
     (root / "etc").mkdir()
     (root / "queue").mkdir(mode=0o755)
@@ -239,7 +242,7 @@ def _configure(root: Path) -> None:
     deliver = root / "deliver"
     deliver.write_text(_deliver_script(root / "mail"), encoding="utf-8")
     deliver.chmod(0o755)
-    _write_config(root / "etc" / "main.cf", _main_cf(root))
+    _write_config(root / "etc" / "main.cf", _main_cf(root) + textwrap.dedent(settings))
 
 
 def _write_config(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 USER, PASSWORD = "advisor", "s3cret-pass"
 
@@ -59,11 +59,16 @@ class Recorder:
         self.connections = 0
         self.on_data: Callable[[str], None] | None = None  # after a message is stored, before the 250
         self.on_rcpt: Callable[[str], None] | None = None  # before a message's DATA
+        # Offer PIPELINING (RFC 2920), as Postfix and the big relays do: aiosmtpd reads pipelined commands in
+        # order and answers each, but does not offer it unless told.
+        self.pipelining = False
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         if not session.ssl:  # STARTTLS repeats EHLO on the same connection
             self.connections += 1
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -123,6 +128,99 @@ def echoing_authenticator(echo: Callable[[bytes, bytes], str]) -> Callable:
     return refuse
 
 
+class Sessions:
+    """The server's connections: how many are open at once at most, and, with `limit`, a relay that answers
+    Postfix's "421 4.7.0 Error: too many connections" to one more and hangs up; with `at_mail`, one that takes
+    the connection and says so (in Mailgun's words) to its MAIL command instead; with `listen_once`, one that
+    stops listening after its first connection, so that every later one is refused (ECONNREFUSED)."""
+
+    REFUSAL = b"421 4.7.0 mx.example.org Error: too many connections from 127.0.0.1\r\n"
+    AT_MAIL = "421 #4.4.5 Too many connections from your host."
+
+    def __init__(self, limit: int | None = None, *, at_mail: bool = False, listen_once: bool = False) -> None:
+        self.limit = limit
+        self.at_mail = at_mail
+        self.listen_once = listen_once
+        self.armed = False  # set once the server is started: its own readiness check is not a client
+        self.open = 0
+        self.most = 0  # open at once, at most
+        self.accepted = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            # With listen_once, a connection the listener took before it closed is refused too.
+            if (self._full() and not self.at_mail) or (self.listen_once and self.accepted):
+                self.refused += 1
+                return False
+            self.open += 1
+            self.accepted += 1
+            self.most = max(self.most, self.open)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+    def refuses_mail(self) -> bool:
+        """With `at_mail`: whether a MAIL command is refused, the sessions open being over the limit."""
+        with self._lock:
+            if not (self.at_mail and self.limit is not None and self.open > self.limit):
+                return False
+            self.refused += 1
+            return True
+
+    def _full(self) -> bool:
+        return self.limit is not None and self.open >= self.limit
+
+
+class _CountedSMTP(SMTP):
+    def __init__(self, handler, sessions: Sessions, controller: Controller, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self._sessions = sessions
+        self._controller = controller
+        self._counted = False
+        self._refused = False
+
+    def connection_made(self, transport) -> None:
+        # Not the TLS layer of a STARTTLS, nor the controller's own check that the server is up: a client.
+        if self.transport is None and self._sessions.armed:
+            if not self._sessions.enter():
+                self._refused = True
+                transport.write(Sessions.REFUSAL)
+                transport.close()
+                return
+            self._counted = True
+            if self._sessions.listen_once:
+                self.loop.call_soon(self._controller.server.close)  # the open connection goes on; new ones fail
+        super().connection_made(transport)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._sessions.refuses_mail():
+            await self.push(Sessions.AT_MAIL)
+            self.transport.close()
+            return
+        await super().smtp_MAIL(arg)
+
+    def connection_lost(self, error) -> None:
+        if self._refused:
+            return
+        if self._counted:
+            self._sessions.leave()
+        super().connection_lost(error)
+
+
+class _CountingController(Controller):
+    def __init__(self, handler, sessions: Sessions, **kwargs) -> None:
+        self.sessions = sessions
+        super().__init__(handler, **kwargs)
+
+    def factory(self):
+        return _CountedSMTP(self.handler, self.sessions, self, **self.SMTP_kwargs)
+
+
 def start(
     handler: Recorder,
     *,
@@ -131,8 +229,10 @@ def start(
     auth: bool = False,
     authenticate: Callable = authenticator,
     auth_exclude: tuple[str, ...] = (),
+    sessions: Sessions | None = None,
 ) -> Controller:
-    """`auth_exclude` takes AUTH mechanisms off the server's offer (it offers PLAIN and LOGIN)."""
+    """`auth_exclude` takes AUTH mechanisms off the server's offer (it offers PLAIN and LOGIN); `sessions` counts
+    the connections (and limits them, if it says so)."""
     kwargs: dict = {}
     if starttls is not None:
         kwargs.update(tls_context=starttls, require_starttls=True)
@@ -143,7 +243,9 @@ def start(
             auth_require_tls=starttls is not None,
             auth_exclude_mechanism=auth_exclude,
         )
-    controller = Controller(
+    if sessions is not None:
+        kwargs["sessions"] = sessions
+    controller = (_CountingController if sessions is not None else Controller)(
         handler,
         hostname="127.0.0.1",
         port=free_port(),
@@ -153,6 +255,8 @@ def start(
         **kwargs,
     )
     controller.start()
+    if sessions is not None:
+        sessions.armed = True
     return controller
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **extra, "PYTHONPATH": path}
 
 
+def send_env(project: Path, port: int) -> dict[str, str]:
+    """`cli_env()` for a `send` in its own process to the SMTP server on 127.0.0.1:`port`, with the test key."""
+    return cli_env(
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(port),
+        NEWSLETTER_SMTP_SECURITY="none",
+        NEWSLETTER_SECRET=SECRET,
+        XDG_CACHE_HOME=str(project / ".cache"),
+    )
+
+
 def run_cli(
     cwd: Path,
     *args: object,
@@ -115,3 +127,22 @@ def cli_watching(cwd: Path, *args: object, env: Mapping[str, str] | None = None)
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+class FakeClock:
+    """Time that passes only when the pool waits, at once: a wait ends at its deadline, never later."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.waits = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self.time
+
+    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
+        with self._lock:
+            self.waits += 1
+            self.time = max(self.time, deadline)
+        return stop.is_set()

@@ -39,7 +39,9 @@ class Answers:
         return self.password
 
     @contextmanager
-    def progress(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    def progress(
+        self, total: int, label: str, status: Callable[[], str] | None = None
+    ) -> Iterator[Callable[[int], None]]:
         done = []
         yield done.append
         self.progressed.append((label, total, sum(done)))

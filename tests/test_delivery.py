@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,26 +13,7 @@ from newsletter.pipeline import check
 from newsletter.smtp import settings_from
 from newsletter.subscribers import read_subscribers
 
-from .support import SECRET, SEED, write_list
-
-
-class FakeClock:
-    """Time that passes only when the pool waits, at once: a wait ends at its deadline, never later."""
-
-    def __init__(self) -> None:
-        self.time = 0.0
-        self.waits = 0
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self.time
-
-    def sleep_until(self, deadline: float, stop: threading.Event) -> bool:
-        with self._lock:
-            self.waits += 1
-            self.time = max(self.time, deadline)
-        return stop.is_set()
+from .support import SECRET, SEED, FakeClock, write_list
 
 
 def _deliver(project: Path, people: int, options: Options, clock: FakeClock) -> Outcome:

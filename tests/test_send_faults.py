@@ -16,7 +16,7 @@ from newsletter.send_plan import plan_send
 from newsletter.smtp import Settings
 
 from .smtp_server import Recorder, free_port, start
-from .support import SECRET, SEED, cli_command, cli_env, write_list
+from .support import SECRET, SEED, cli_command, send_env, write_list
 
 ISSUE = f"issues/{SEED}.yaml"
 FAST = Options(connections=3, retry_delay=0.01, max_attempts=4)
@@ -100,15 +100,10 @@ def test_an_unreachable_server_stops_with_a_clear_message(project, run, monkeypa
 
 
 def _start_send(project: Path, port: int, *extra: str) -> subprocess.Popen:
-    env = cli_env(
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(port),
-        NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_SECRET=SECRET,
-        XDG_CACHE_HOME=str(project / ".cache"),
-    )
     command = cli_command("send", ISSUE, "--to", "list.csv", "--yes", *extra)
-    return subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, cwd=project, env=send_env(project, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 @pytest.mark.parametrize("when", ["between messages", "before the 250 reached the sender"])

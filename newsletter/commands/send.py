@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..console import Console, shown_path, warn
-from ..delivery import Options, Outcome, deliver, deliver_one
+from ..delivery import Options, Outcome, SystemClock, deliver, deliver_one
 from ..delivery_state import DeliveryState
 from ..errors import NewsletterError, Problem
 from ..message import Composer
 from ..model import is_email_address
+from ..pace import Pace
 from ..personalise import Recipient
 from ..pipeline import check
 from ..project import open_project
@@ -84,7 +85,8 @@ def send_command(
             console.say(f"Warnings:   {len(plan.checked.warnings)} (see newsletter check {issue})")
         if not yes and not console.confirm("Send now?"):
             return None
-        with console.progress(to_send, "Sending") as on_progress:
+        pace = Pace(connections, rate, SystemClock().now)
+        with console.progress(to_send, "Sending", status=pace.describe) as on_progress:
             outcome = deliver(
                 plan,
                 settings,
@@ -92,9 +94,13 @@ def send_command(
                 key=key,
                 limit=limit,
                 on_progress=on_progress,
+                pace=pace,
             )
         counts = plan.ledger.counts(plan.identity, listed_only=True)
         report = SendReport(issue, outcome, counts, plan.skipped_text, resume_command(issue, to, suppressed))
+    slowed = report.slowed()
+    if slowed is not None:
+        console.say(slowed)
     console.say(report.summary())
     problem = report.problem()
     if problem is not None:
