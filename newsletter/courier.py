@@ -290,10 +290,18 @@ class Courier:
     # -- replies ------------------------------------------------------------------------------------------
 
     def _final(self, reply: Reply) -> Result:
+        """The answer to a message's final dot. Only 4xx and 5xx say the server does not have it: any other 2xx
+        than 250 is taken as the yes it means, and a reply that is neither (a 354, say) leaves it unknown, never
+        a refusal to send again after, which could mail the person twice."""
+        text = reply_text(reply.text, self.settings)
+        if 200 <= reply.code <= 299:
+            return f"{reply.code} {text}"
+        if not 400 <= reply.code <= 599:
+            self.broken = True  # out of step: what it answers next would be taken for other commands' replies
+            return Unanswered(f"the server's answer to the message is neither a yes nor a no: {reply.code} {text}")
         if reply.code == 421:
             self.broken = True
-        text = reply_text(reply.text, self.settings)
-        return f"{reply.code} {text}" if reply.code == 250 else Refused(reply.code, text)
+        return Refused(reply.code, text)
 
     def _refused(self, reply: Reply, *, data_accepted: bool) -> Refused:
         """The refusal of a command before the message, with the transaction reset for the next one."""
