@@ -40,3 +40,48 @@ def test_a_final_dot_answered_with_anything_but_a_refusal_is_never_sent_again(pr
     state, reply, attempts = rows["a@example.com"]
     assert attempts == 1 and odd.decode() in reply
     assert state == ("sent" if odd.startswith(b"2") else "sending")
+
+
+def _extra_250_before_mail(verb: bytes, talk: Conversation) -> bytes | None:
+    if verb == b"MAIL" and talk.number == 1 and not talk.data:
+        talk.data.append(b"once")
+        return b"250 unsolicited\r\n250 OK\r\n"
+    return usual(verb, talk)
+
+
+def _250_to_data(verb: bytes, talk: Conversation) -> bytes | None:
+    return b"250 fine\r\n" if verb == b"DATA" and talk.number == 1 else usual(verb, talk)
+
+
+def _end_before_content(verb: bytes, talk: Conversation) -> bytes | None:
+    if verb == b"DATA" and talk.number == 1:
+        return b"354 go on\r\n250 queued before the content came\r\n"
+    if verb == b"END" and talk.number == 1:
+        return b""
+    return usual(verb, talk)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "without-pipelining"])
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        (_extra_250_before_mail, "out of step"),
+        (_250_to_data, "the server answered DATA with 250 fine, out of step"),
+        (_end_before_content, "before the message was sent"),
+    ],
+    ids=["a-250-too-many", "250-to-DATA", "250-before-the-content"],
+)
+def test_replies_out_of_step_with_the_commands_lose_the_connection_and_everyone_gets_one_copy(
+    project, pipelining, answer, says
+):
+    once = Options(connections=1, retry_delay=0.01, max_attempts=1)
+    with HostileSMTP(_offering(pipelining, answer)) as server:
+        outcome, rows = _deliver(project, PEOPLE, server.port, once, timeout=2)
+    # The first message's replies no longer say which command they answer: none counts as a yes, nothing is reset
+    # with an RSET the server could take for content, and the others go on a new connection, once each.
+    # (Pipelined, b's commands were in the write the lost connection refused: it may have failed with it.)
+    assert b"<a@example.com>" not in server.delivered and b"<c@example.com>" in server.delivered
+    assert len(set(server.delivered)) == len(server.delivered) == outcome.sent
+    assert rows["a@example.com"][0] == "failed" and says in rows["a@example.com"][1]
+    assert "\n" not in rows["a@example.com"][1] and outcome.uncertain == 0
+    assert server.connections == 2
