@@ -211,10 +211,14 @@ class Courier:
             except Lost as exc:
                 return self._lost(exc)
             if reply.code not in expected:
-                return self._refused(reply, data_accepted=False)
+                return self._out_of_step(command, reply) or self._refused(reply, data_accepted=False)
         return self._end(letter, self._content(letter))
 
     def _end(self, letter: Letter, content: bytes) -> Result:
+        if self.wire.buffer:  # more than the 354, before the content: an answer to a message not yet sent
+            return self._lost(
+                Lost(f"the server answered before the message was sent: {bytes(self.wire.buffer[:80])!r}")
+            )
         self._before_final_dot(letter)
         try:
             self.wire.write(content)
@@ -262,13 +266,15 @@ class Courier:
     def _group(self, letter: Letter) -> Result | None:
         """The replies to MAIL, RCPT and DATA; None if all were accepted (the letter is then held)."""
         refusal: Reply | None = None
-        for expected in EXPECTED:
+        for command, expected in zip(_commands(letter), EXPECTED, strict=True):
             try:
                 reply = self.wire.reply()
             except Lost as exc:
                 return self._lost(exc)
             if reply.code == 421:  # closing: no more replies will come
                 return self._refused(reply, data_accepted=False)
+            if reply.code not in expected and (lost := self._out_of_step(command, reply)):
+                return lost
             if reply.code not in expected and refusal is None:
                 refusal = reply
         if refusal is None:
@@ -290,10 +296,18 @@ class Courier:
     # -- replies ------------------------------------------------------------------------------------------
 
     def _final(self, reply: Reply) -> Result:
+        """The answer to a message's final dot. Only 4xx and 5xx say the server does not have it: any other 2xx
+        than 250 is taken as the yes it means, and a reply that is neither (a 354, say) leaves it unknown, never
+        a refusal to send again after, which could mail the person twice."""
+        text = reply_text(reply.text, self.settings)
+        if 200 <= reply.code <= 299:
+            return f"{reply.code} {text}"
+        if not 400 <= reply.code <= 599:
+            self.broken = True  # out of step: what it answers next would be taken for other commands' replies
+            return Unanswered(f"the server's answer to the message is neither a yes nor a no: {reply.code} {text}")
         if reply.code == 421:
             self.broken = True
-        text = reply_text(reply.text, self.settings)
-        return f"{reply.code} {text}" if reply.code == 250 else Refused(reply.code, text)
+        return Refused(reply.code, text)
 
     def _refused(self, reply: Reply, *, data_accepted: bool) -> Refused:
         """The refusal of a command before the message, with the transaction reset for the next one."""
@@ -311,6 +325,16 @@ class Courier:
         except Lost:
             self.broken = True
         return refused
+
+    def _out_of_step(self, command: bytes, reply: Reply) -> Refused | None:
+        """A reply to a command that is neither what it asks for nor a refusal (250 to DATA, say): the replies no
+        longer match the commands (a reply too many, or one missing), so the connection is lost, not reset with an
+        RSET the server could take for content. The letter was not sent, and goes again on another connection."""
+        if 400 <= reply.code <= 599:
+            return None
+        verb = command.split(b" ", 1)[0].split(b":", 1)[0].strip().decode()
+        text = reply_text(reply.text, self.settings)
+        return self._lost(Lost(f"the server answered {verb} with {reply.code} {text}, out of step"))
 
     def _lost(self, exc: Lost) -> Refused:
         self.broken = True
