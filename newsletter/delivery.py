@@ -28,7 +28,7 @@ from .delivery_state import DeliveryState
 from .errors import NewsletterError, Problem
 from .ledger import Ledger, Mark, Row
 from .message import Composer
-from .pace import Pace, Slowdown, slowdown
+from .pace import STALLED_AFTER, Pace, Slowdown, slowdown
 from .personalise import Recipient
 from .send_plan import Plan
 from .smtp import ConnectFailed, Settings, connect
@@ -519,6 +519,15 @@ class DeliveryPool:
             self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
             self._work.done(job)
             self._halt(f"the relay's sending quota is used up ({reply})")
+            return
+        if asked is not None and self.pace.stalled():
+            self.ledger.mark(row.id, DeliveryState.PENDING, reply, attempt=True)
+            self._work.done(job)
+            minutes = STALLED_AFTER / 60
+            self._halt(
+                f"the relay has taken nothing for {minutes:g} minutes and still asks to slow down ({reply}); "
+                "everyone not sent is pending: run the same command later to carry on"
+            )
             return
         if asked is not None and job.slowed < FREE_SLOWDOWNS and not self.stop.is_set():
             # Not the recipient's failure, so not one of its attempts (unless the relay never lets up).

@@ -41,6 +41,9 @@ RECENT = 3.0  # seconds over which the accepted rate is measured; longer for a s
 MEASURED = 20  # acceptances the measure spans at least, when there are that many
 SLOWEST = 1 / 60  # messages a second: the pace never goes below one a minute
 MOST_PROBE_COHORTS = 64
+# A relay that has taken nothing for this long while asking to slow down will not take more now: the send stops,
+# everyone left pending, to be resumed later, rather than crawl at one message a minute for hours.
+STALLED_AFTER = 300.0
 TEMPORARY = frozenset({421, 450, 451, 452, 454})
 
 
@@ -111,6 +114,7 @@ class Pace:
         self._last_cut = -math.inf
         self._started: float | None = None
         self._accepted: deque[float] = deque()
+        self._last_accepted: float | None = None
         self.cuts = 0  # times the rate was cut, for the send's summary
 
     @property
@@ -140,6 +144,7 @@ class Pace:
         with self._lock:
             now = self.now()
             self._accepted.append(now)
+            self._last_accepted = now
             self._forget(now)
             self._more_connections(open_connections)
             # Only while the rate is what the send waits for: a rate nobody reaches would grow without end and,
@@ -180,6 +185,13 @@ class Pace:
                 self._failure += 1
                 self._success = 0.0
             self._failure = max(self._failure, 0.0)
+
+    def stalled(self) -> bool:
+        """Whether the relay, asking to slow down, has taken nothing for STALLED_AFTER seconds (since the send's
+        first message or its last acceptance)."""
+        with self._lock:
+            since = self._last_accepted if self._last_accepted is not None else self._started
+            return since is not None and self.now() - since >= STALLED_AFTER
 
     def describe(self) -> str:
         """The pace in use, for the progress line: "4 connections", "3 of 16 connections, 38/s"."""
