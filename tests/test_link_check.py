@@ -12,7 +12,7 @@ import pytest
 
 from newsletter.link_check import AT_ONCE, USER_AGENT, redirect_refusal
 
-from .support import reply_on_the_from_domain, write_issue
+from .support import SEED, reply_on_the_from_domain, write_issue
 
 TIMEOUT = "0.5"  # seconds: /slow answers far later
 
@@ -221,3 +221,10 @@ def test_which_redirects_between_networks_are_followed(page, target, followed):
     from ipaddress import ip_address
 
     assert (redirect_refusal(target, [ip_address(page)], [ip_address(target)]) is None) is followed
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e9"])
+def test_a_timeout_that_is_no_number_of_seconds_is_refused_not_every_link_dead(project, run, timeout):
+    result = run("check", "--links", "--timeout", timeout, f"issues/{SEED}.yaml")
+    assert result.exit_code == 1 and "--timeout must be a number of seconds" in result.output
+    assert "is dead" not in result.output

@@ -15,6 +15,8 @@ def check_command(
     """Say that ISSUE is valid, with its warnings; raises NewsletterError listing every error
     (and, when `strict`, every warning). With `links`, every link and image is fetched too (`timeout` seconds
     each), and a dead one is an error."""
+    if timeout is not None and not 0 < timeout <= 600:  # nan too: it made every link "dead"
+        raise NewsletterError("check: --timeout must be a number of seconds above 0, at most 600")
     checked = check(issue)
     warnings, errors = list(checked.warnings), []
     fetched = ""
