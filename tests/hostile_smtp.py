@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .raw_smtp import LocalServer
+
 # (verb, the connection's state) -> bytes to send back; None hangs up
 Answer = Callable[[bytes, "Conversation"], bytes | None]
 
@@ -26,7 +28,7 @@ class _Record:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class HostileSMTP:
+class HostileSMTP(LocalServer):
     def __init__(self, answer: Answer, greeting: bytes = b"220 hostile\r\n", timeout: float = 10) -> None:
         record = self._record = _Record()
 
@@ -62,22 +64,7 @@ class HostileSMTP:
                 except OSError:
                     return
 
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server(("127.0.0.1", 0), Session)
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> HostileSMTP:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._listen(Session)
 
     @property
     def delivered(self) -> list[bytes]:

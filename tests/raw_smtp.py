@@ -182,7 +182,25 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
-class RawSMTP:
+class LocalServer:
+    """A socketserver on 127.0.0.1, a thread a connection, running for a `with` block."""
+
+    def _listen(self, handler: type[socketserver.BaseRequestHandler]) -> None:
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+class RawSMTP(LocalServer):
     """Use as a context manager: `with RawSMTP() as server: ... server.port ... server.messages`."""
 
     def __init__(
@@ -200,18 +218,7 @@ class RawSMTP:
             "at_data": staticmethod(at_data) if at_data else None,
         }
         handler = type("Session", (_Session,), {"record": self._record, "pipelining": pipelining, "lax": lax, **faults})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> RawSMTP:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._listen(handler)
 
     @property
     def messages(self) -> list[Received]:
