@@ -15,18 +15,18 @@ from newsletter.inbox import open_maildir, read_mailbox
 from newsletter.project import open_project
 from newsletter.suppressions import SuppressionStore
 
-from .test_inbox import _bounce, _files, _maildir, _send_seed
+from .bounces import bounce_for, maildir_files, maildir_with, send_seed
 
 ANN = "ann@example.org"
 
 
 def _soft_on(sent, day: str, n: int, status: str = "4.2.2") -> bytes:
-    data = _bounce(sent, ANN, status, "Mailbox full").decode()
+    data = bounce_for(sent, ANN, status, "Mailbox full").decode()
     return data.replace("Mon, 10 May 2021", day).replace("Message-Id: <", f"Message-Id: <{n}.").encode()
 
 
 def test_soft_bounces_a_quiet_week_apart_start_the_score_again_in_any_order(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     sent = inbox.by_recipient(ANN)
     # Four days of a full mailbox in May, then the score would be 2.0; a month later two more days.
     days = ["3 May 2021", "4 May 2021", "5 May 2021", "6 May 2021", "20 Jun 2021", "21 Jun 2021"]
@@ -35,18 +35,18 @@ def test_soft_bounces_a_quiet_week_apart_start_the_score_again_in_any_order(proj
         (project / "newsletter.yaml").read_text(encoding="utf-8") + "inbox:\n  soft_bounce_threshold: 2.5\n",
         encoding="utf-8",
     )
-    run("inbox", "--maildir", _maildir(project, list(reversed(messages))))
+    run("inbox", "--maildir", maildir_with(project, list(reversed(messages))))
     with SuppressionStore.open(project) as store:
         assert store.score(ANN) == 1.0  # June's two days: May's four are more than a week before them
         assert store.get(ANN) is None  # 3.0 over both months would have passed 2.5
 
 
 def test_a_hard_and_a_soft_bounce_on_one_day_count_as_the_day_s_worst(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     sent = inbox.by_recipient(ANN)
     soft = _soft_on(sent, "10 May 2021", 1)
     hard = _soft_on(sent, "10 May 2021", 2, status="5.1.1")
-    result = run("inbox", "--maildir", _maildir(project, [soft, hard]))
+    result = run("inbox", "--maildir", maildir_with(project, [soft, hard]))
     assert result.exit_code == 0, result.output
     with SuppressionStore.open(project) as store:
         assert store.score(ANN) == 1.0
@@ -54,9 +54,9 @@ def test_a_hard_and_a_soft_bounce_on_one_day_count_as_the_day_s_worst(project, r
 
 
 def test_a_wrong_call_undone_starts_the_score_from_nothing(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     sent = inbox.by_recipient(ANN)
-    path = _maildir(project, [_soft_on(sent, f"{d} May 2021", d) for d in range(10, 16)])
+    path = maildir_with(project, [_soft_on(sent, f"{d} May 2021", d) for d in range(10, 16)])
     run("inbox", "--maildir", path)
     with SuppressionStore.open(project) as store:
         assert store.get(ANN) is not None  # six days: 3.0
@@ -69,13 +69,13 @@ def test_a_wrong_call_undone_starts_the_score_from_nothing(project, run, smtp_se
 
 
 def test_a_bounce_dated_in_the_future_counts_today_and_hides_no_real_one(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     sent = inbox.by_recipient(ANN)
     future = _soft_on(sent, "1 Jan 2999", 1)
     undated = _soft_on(sent, "", 2)  # a Date that does not parse: today
     yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     real = _soft_on(sent, email.utils.format_datetime(yesterday).rsplit(" ", 2)[0], 3)
-    run("inbox", "--maildir", _maildir(project, [future, undated, real]))
+    run("inbox", "--maildir", maildir_with(project, [future, undated, real]))
     with SuppressionStore.open(project) as store:
         assert store.score(ANN) == 1.0  # today once (the future one among them), and yesterday
 
@@ -83,11 +83,12 @@ def test_a_bounce_dated_in_the_future_counts_today_and_hides_no_real_one(project
 def test_a_maildir_that_goes_away_mid_run_keeps_what_was_recorded_and_a_rerun_carries_on(
     project, run, smtp_server, inbox
 ):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     bounces = [
-        _bounce(inbox.by_recipient(who), who, "5.1.1", "No such user") for who in ("ann@example.org", "bob@example.org")
+        bounce_for(inbox.by_recipient(who), who, "5.1.1", "No such user")
+        for who in ("ann@example.org", "bob@example.org")
     ]
-    path = _maildir(project, bounces)
+    path = maildir_with(project, bounces)
     keep = project / "kept"
     shutil.copytree(path, keep)
     site = open_project().site
@@ -109,18 +110,18 @@ def test_a_maildir_that_goes_away_mid_run_keeps_what_was_recorded_and_a_rerun_ca
     with SuppressionStore.open(project) as store:
         assert {e for _, e, *_ in store.decisions()} == {"ann@example.org", "bob@example.org"}
         assert len(store.decisions()) == 2
-    assert _files(path) == set()
+    assert maildir_files(path) == set()
 
 
 def test_a_bounce_naming_two_addresses_is_recorded_whole_or_not_at_all(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
-    dsn = _bounce(inbox.by_recipient(ANN), ANN, "5.1.1", "No such user").replace(
+    send_seed(project, run, inbox)
+    dsn = bounce_for(inbox.by_recipient(ANN), ANN, "5.1.1", "No such user").replace(
         b"Diagnostic-Code: smtp; 550 5.1.1 No such user\n\n",
         b"Diagnostic-Code: smtp; 550 5.1.1 No such user\n\n"
         b"Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n"
         b"Diagnostic-Code: smtp; 550 5.1.1 No such user\n\n",
     )
-    path = _maildir(project, [dsn])
+    path = maildir_with(project, [dsn])
     # The store refuses bob's row, as a full disk or a kill between the two would leave it.
     with SuppressionStore.open(project) as store:
         store._db.execute(
@@ -139,9 +140,9 @@ def test_a_bounce_naming_two_addresses_is_recorded_whole_or_not_at_all(project, 
 
 
 def test_a_full_mailbox_is_soft_even_when_the_server_calls_it_permanent(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     full = _soft_on(inbox.by_recipient(ANN), "10 May 2021", 1, status="5.2.2")
-    result = run("inbox", "--maildir", _maildir(project, [full]))
+    result = run("inbox", "--maildir", maildir_with(project, [full]))
     assert "0 hard bounces, 1 soft" in result.output, result.output
     with SuppressionStore.open(project) as store:
         assert store.get(ANN) is None and store.score(ANN) == 0.5

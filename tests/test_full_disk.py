@@ -91,13 +91,13 @@ def test_new_on_a_full_disk_leaves_no_empty_scaffold_behind(project, tmp_path):
 def test_inbox_on_a_full_disk_moves_only_what_it_recorded_and_a_rerun_carries_on(
     project, run, smtp_server, inbox, tmp_path
 ):
-    from .test_inbox import _bounce, _files, _maildir
+    from .bounces import bounce_for, maildir_files, maildir_with
 
     addresses = [f"reader{i}@example.com" for i in range(120)]
     assert run("send", ISSUE, "--to", write_list(project, ["email", *addresses]), "--yes").exit_code == 0
     # Long diagnostics: the store fills the disk partway through the Maildir.
-    path = _maildir(
-        project, [_bounce(inbox.by_recipient(a), a, "5.1.1", "User unknown " + "x" * 400) for a in addresses]
+    path = maildir_with(
+        project, [bounce_for(inbox.by_recipient(a), a, "5.1.1", "User unknown " + "x" * 400) for a in addresses]
     )
     state = project / "state"
     room = sum(f.stat().st_size for f in state.iterdir()) + 1024 * 1024  # a few dozen decisions
@@ -114,10 +114,12 @@ def test_inbox_on_a_full_disk_moves_only_what_it_recorded_and_a_rerun_carries_on
             recorded = {d[1] for d in store.decisions()}
         assert 0 < len(recorded) < len(addresses)
         # What was recorded moved; the rest is where it was, unread.
-        assert len(_files(path / ".Processed")) == len(recorded) and len(_files(path)) == len(addresses) - len(recorded)
+        assert len(maildir_files(path / ".Processed")) == len(recorded) and len(maildir_files(path)) == len(
+            addresses
+        ) - len(recorded)
         if disk.file_limit is None:
             subprocess.run(["mount", "-o", "remount,size=16m", str(disk.folder)], check=True)
         again = run_cli(project, "inbox", "--maildir", path)
         assert again.returncode == 0, again.stderr
         assert f"{len(addresses) - len(recorded)} hard bounces" in again.stdout
-        assert len(_files(path / ".Processed")) == len(addresses) and not _files(path)
+        assert len(maildir_files(path / ".Processed")) == len(addresses) and not maildir_files(path)

@@ -21,10 +21,8 @@ from newsletter.inbox import Recipients, classify
 from newsletter.project import open_project
 from newsletter.suppressions import SuppressionStore, Why
 
+from .bounces import ADDRESSES, DATA, ISSUE, bounce_for, maildir_files, maildir_with, send_seed
 from .support import SECRET, SEED, cli_watching, write_issue, write_list
-
-DATA = Path(__file__).parent / "data" / "bounces"
-ISSUE = f"issues/{SEED}.yaml"
 
 
 def _classify(project: Path, name: str):
@@ -81,63 +79,20 @@ def test_a_person_s_reply_is_left_alone(project):
 # -- end to end ------------------------------------------------------------------
 
 
-ADDRESSES = ["ann@example.org", "bob@example.org", "cat@example.org", "dan@example.org"]
-
-
-def _send_seed(project: Path, run, inbox) -> None:
-    result = run("send", ISSUE, "--to", write_list(project, ["email", *ADDRESSES]), "--yes")
-    assert result.exit_code == 0, result.output
-    assert set(inbox.recipients()) == set(ADDRESSES)
-
-
-def _bounce(sent: email.message.Message, failed: str, status: str, text: str) -> bytes:
-    """A Postfix-shaped DSN for the message `sent`, quoting its headers."""
-    return (
-        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\n"
-        "To: roundup@example.org\n"
-        "Subject: Undelivered Mail Returned to Sender\n"
-        "Date: Mon, 10 May 2021 09:12:44 +0000\n"
-        f"Message-Id: <bounce.{failed}.{status}@mx.example.net>\n"
-        "Auto-Submitted: auto-replied\n"
-        "MIME-Version: 1.0\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
-        "--B\nContent-Type: text/plain\n\nYour message could not be delivered.\n\n"
-        "--B\nContent-Type: message/delivery-status\n\n"
-        "Reporting-MTA: dns; mx.example.net\n\n"
-        f"Final-Recipient: rfc822; {failed}\nAction: failed\nStatus: {status}\n"
-        f"Diagnostic-Code: smtp; 550 {status} {text}\n\n"
-        "--B\nContent-Type: text/rfc822-headers\n\n"
-        f"To: {failed}\nMessage-ID: {sent['Message-ID']}\n\n"
-        "--B--\n"
-    ).encode()
-
-
-def _maildir(project: Path, messages: list[bytes]) -> Path:
-    path = project / "Maildir"
-    box = mailbox.Maildir(path, create=True)
-    for data in messages:
-        box.add(mailbox.MaildirMessage(data))  # in new/: unread
-    return path
-
-
-def _files(folder: Path) -> set[str]:
-    return {p.name for p in (folder / "new").iterdir()} | {p.name for p in (folder / "cur").iterdir()}
-
-
 def test_inbox_suppresses_two_hard_bounces_and_the_next_issue_skips_exactly_them(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     human = (DATA / "human-reply.eml").read_bytes()
     vacation = (DATA / "vacation-reply.eml").read_bytes()
-    path = _maildir(
+    path = maildir_with(
         project,
         [
-            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
-            _bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
+            bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
+            bounce_for(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
             human,
             vacation,
         ],
     )
-    before = _files(path)
+    before = maildir_files(path)
     result = run("inbox", "--maildir", path)
     assert result.exit_code == 0, result.output
     assert "inbox: 4 read, 2 hard bounces, 0 soft, 0 unsubscribes, 1 auto-reply ignored, 1 left alone" in result.output
@@ -152,10 +107,10 @@ def test_inbox_suppresses_two_hard_bounces_and_the_next_issue_skips_exactly_them
         decisions = store.decisions()
 
     # The person's reply stays where it was, unread; the recognised ones moved, unread still.
-    left = _files(path)
+    left = maildir_files(path)
     assert len(left) == 1 and left < before
     assert (path / "new" / next(iter(left))).read_bytes().replace(b"\r\n", b"\n") == human.replace(b"\r\n", b"\n")
-    assert len(_files(path / ".Processed")) == 3
+    assert len(maildir_files(path / ".Processed")) == 3
 
     again = run("inbox", "--maildir", path)
     assert "1 read" in again.output and "0 hard bounces" in again.output
@@ -173,10 +128,10 @@ def test_inbox_suppresses_two_hard_bounces_and_the_next_issue_skips_exactly_them
 
 
 def test_an_mbox_is_never_changed_and_a_rerun_records_nothing_twice(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     path = project / "mbox"
     box = mailbox.mbox(path)
-    box.add(_bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"))
+    box.add(bounce_for(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"))
     box.add((DATA / "human-reply.eml").read_bytes())
     box.close()
     before = path.read_bytes()
@@ -192,14 +147,14 @@ def test_an_mbox_is_never_changed_and_a_rerun_records_nothing_twice(project, run
 
 
 def test_soft_bounces_count_once_a_day_and_suppress_at_the_threshold(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     sent = inbox.by_recipient("ann@example.org")
     messages = []
     for n, day in enumerate(["10", "10", "11", "12", "13", "14"]):
-        data = _bounce(sent, "ann@example.org", "4.2.2", "Mailbox full").decode()
+        data = bounce_for(sent, "ann@example.org", "4.2.2", "Mailbox full").decode()
         data = data.replace("Mon, 10 May 2021", f"{day} May 2021").replace("Message-Id: <", f"Message-Id: <{n}.")
         messages.append(data.encode())
-    path = _maildir(project, messages[:5])
+    path = maildir_with(project, messages[:5])
     run("inbox", "--maildir", path)
     with SuppressionStore.open(project) as store:
         assert store.score("ann@example.org") == 2.0  # four days, the 10th once
@@ -219,8 +174,8 @@ def test_soft_bounces_count_once_a_day_and_suppress_at_the_threshold(project, ru
 
 
 def test_a_bounce_for_an_address_never_mailed_suppresses_nothing(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
-    path = _maildir(project, [(DATA / "postfix-no-such-user.eml").read_bytes()])
+    send_seed(project, run, inbox)
+    path = maildir_with(project, [(DATA / "postfix-no-such-user.eml").read_bytes()])
     result = run("inbox", "--maildir", path)
     assert "1 bounce for addresses never mailed" in result.output
     with SuppressionStore.open(project) as store:
@@ -237,7 +192,7 @@ def test_a_mailed_unsubscribe_with_a_genuine_token_suppresses(project, run, smtp
         f"From: bob@example.org\nTo: unsubscribe@example.org\nSubject: unsubscribe {token}\nMessage-ID: <u1@x>\n\n",
         f"From: ann@example.org\nTo: unsubscribe@example.org\nSubject: unsubscribe {forged}\nMessage-ID: <u2@x>\n\n\n",
     ]
-    path = _maildir(project, [m.encode() for m in mails])
+    path = maildir_with(project, [m.encode() for m in mails])
     result = run("inbox", "--maildir", path)
     assert "1 unsubscribe," in result.output and "1 left alone" in result.output
     with SuppressionStore.open(project) as store:
@@ -252,12 +207,12 @@ def test_bad_input_is_left_alone_and_a_missing_mailbox_is_a_clear_message(projec
         b"--Z\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recip"
     )
     huge = b"From: someone@example.org\nSubject: big\nMessage-ID: <big@x>\n\n" + b"x" * (20 * 1024 * 1024)
-    path = _maildir(project, [broken, huge, b"\x00\xff not a message at all"])
-    before = _files(path)
+    path = maildir_with(project, [broken, huge, b"\x00\xff not a message at all"])
+    before = maildir_files(path)
     result = run("inbox", "--maildir", path)
     assert result.exit_code == 0, result.output
     assert "3 read" in result.output and "3 left alone" in result.output
-    assert _files(path) == before
+    assert maildir_files(path) == before
     with SuppressionStore.open(project) as store:
         assert store.decisions() == [] and list(store.rows()) == []
     missing = run("inbox", "--maildir", project / "nowhere")
@@ -268,12 +223,12 @@ def test_bad_input_is_left_alone_and_a_missing_mailbox_is_a_clear_message(projec
 def test_a_bounce_to_a_return_path_is_that_recipient_s_however_mangled_the_dsn(project, run, smtp_server, inbox):
     site = project / "newsletter.yaml"
     site.write_text(site.read_text(encoding="utf-8") + "bounce_address: bounces@example.org\n", encoding="utf-8")
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     return_paths = {rcpts[0]: mail_from for mail_from, rcpts in inbox.envelopes}
     # The DSN names an address we never wrote to (a forward) and quotes no Message-ID; only the
     # address it was delivered to, bob's return path, says whose it is.
     mangled = (
-        _bounce(inbox.by_recipient("bob@example.org"), "old-bob@forward.example.net", "5.1.1", "User unknown")
+        bounce_for(inbox.by_recipient("bob@example.org"), "old-bob@forward.example.net", "5.1.1", "User unknown")
         .replace(b"To: roundup@example.org\n", f"To: {return_paths['bob@example.org']}\n".encode())
         .replace(inbox.by_recipient("bob@example.org")["Message-ID"].encode(), b"<lost@mx.example.net>")
     )
@@ -282,7 +237,7 @@ def test_a_bounce_to_a_return_path_is_that_recipient_s_however_mangled_the_dsn(p
         return_paths["bob@example.org"].encode(),
         return_paths["cat@example.org"].replace(token, token[:-1] + ("a" if token[-1] != "a" else "b")).encode(),
     ).replace(b"<bounce.", b"<forged.")
-    result = run("inbox", "--maildir", _maildir(project, [mangled, forged]))
+    result = run("inbox", "--maildir", maildir_with(project, [mangled, forged]))
     assert result.exit_code == 0, result.output
     with SuppressionStore.open(project) as store:
         bob = store.get("bob@example.org")
@@ -293,13 +248,13 @@ def test_a_bounce_to_a_return_path_is_that_recipient_s_however_mangled_the_dsn(p
 
 
 def test_status_shows_the_issue_s_bounces_unsubscribes_and_bounce_rate(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
-    path = _maildir(
+    send_seed(project, run, inbox)
+    path = maildir_with(
         project,
         [
-            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
-            _bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
-            _bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"),
+            bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
+            bounce_for(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
+            bounce_for(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"),
         ],
     )
     assert run("inbox", "--maildir", path).exit_code == 0
@@ -314,13 +269,13 @@ def test_status_shows_the_issue_s_bounces_unsubscribes_and_bounce_rate(project, 
 
 
 def test_watch_prints_each_decision_as_it_comes_and_stops_on_ctrl_c(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
-    path = _maildir(project, [])
+    send_seed(project, run, inbox)
+    path = maildir_with(project, [])
     with cli_watching(project, "inbox", "--maildir", path, "--watch", "--every", "0.2") as lines:
         lines.until(r"^inbox: watching .* every 0\.2 s")
         # The bounce arrives after the watch began: it is read on a later round, not the first.
         mailbox.Maildir(path).add(
-            _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
+            bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
         )
         found = lines.until(r"bob@example\.org")
         assert found.string.split() == ["bob@example.org", "hard", SEED]
@@ -329,11 +284,11 @@ def test_watch_prints_each_decision_as_it_comes_and_stops_on_ctrl_c(project, run
 
 
 def test_suppressions_show_says_on_what_evidence_each_address_was_suppressed(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     # What a server says ends up on the terminal: an escape sequence in it is shown, never obeyed.
-    hard = _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User \x1b[2J unknown")
-    soft = _bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full")
-    assert run("inbox", "--maildir", _maildir(project, [hard, soft])).exit_code == 0
+    hard = bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User \x1b[2J unknown")
+    soft = bounce_for(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full")
+    assert run("inbox", "--maildir", maildir_with(project, [hard, soft])).exit_code == 0
 
     result = run("suppressions", "show", "BOB@example.org", "cat@example.org", "ann@example.org")
     assert result.exit_code == 0, result.output

@@ -20,26 +20,26 @@ import pytest
 from newsletter.suppressions import SuppressionStore
 from newsletter.unsubscribe import make_token
 
+from .bounces import DATA, bounce_for, maildir_files, maildir_with, send_seed
 from .support import SECRET, SEED, cli_watching, run_cli
-from .test_inbox import DATA, _bounce, _files, _maildir, _send_seed
 
 
 def test_a_fifo_or_a_device_among_the_messages_is_left_alone_and_the_rest_is_read(project):
-    path = _maildir(project, [b"From: person@example.org\nSubject: hello\nMessage-ID: <p@x>\n\nHi!\n"])
+    path = maildir_with(project, [b"From: person@example.org\nSubject: hello\nMessage-ID: <p@x>\n\nHi!\n"])
     os.mkfifo(path / "new" / "1.fifo")  # opening it would wait for ever for a writer
     (path / "new" / "2.zero").symlink_to("/dev/zero")  # reading it would never end
-    before = _files(path)
+    before = maildir_files(path)
     done = run_cli(project, "inbox", "--maildir", path, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "1 read" in done.stdout and "1 left alone" in done.stdout
     assert "1.fifo left alone" in done.stderr and "named pipe" in done.stderr
     assert "2.zero left alone" in done.stderr and "not a regular file" in done.stderr
-    assert _files(path) == before
+    assert maildir_files(path) == before
 
 
 def test_a_message_that_trips_a_bounce_detector_prints_no_traceback(project):
     # An empty From makes one of flufl.bounce's detectors raise; it logs the traceback unless told not to.
-    path = _maildir(project, [b"From: \nSubject: Returned mail\nMessage-ID: <r@x>\n\nUser unknown\n"])
+    path = maildir_with(project, [b"From: \nSubject: Returned mail\nMessage-ID: <r@x>\n\nUser unknown\n"])
     done = run_cli(project, "inbox", "--maildir", path, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "1 left alone" in done.stdout
@@ -47,7 +47,7 @@ def test_a_message_that_trips_a_bounce_detector_prints_no_traceback(project):
 
 @pytest.mark.parametrize("every", ["0", "-1", "nan", "inf", "1e308"])
 def test_every_must_be_a_sensible_number_of_seconds(project, run, every):
-    result = run("inbox", "--maildir", _maildir(project, []), "--watch", "--every", every)
+    result = run("inbox", "--maildir", maildir_with(project, []), "--watch", "--every", every)
     assert result.exit_code in (1, 2)  # 2: Click's own usage error, for what its range check sees
     assert "--every" in result.output and "Traceback" not in result.output
 
@@ -61,7 +61,7 @@ def _nested(levels: int) -> bytes:
 
 
 def test_a_message_nested_a_thousand_levels_deep_is_left_alone_and_the_rest_is_read(project):
-    path = _maildir(project, [(DATA / "postfix-no-such-user.eml").read_bytes()])
+    path = maildir_with(project, [(DATA / "postfix-no-such-user.eml").read_bytes()])
     (path / "new" / "0.deep").write_bytes(_nested(1000))  # written as is: the stdlib cannot even parse it to add it
     for _ in range(2):  # the second run too: the message that stopped one run must not stop every later one
         done = run_cli(project, "inbox", "--maildir", path, timeout=60)
@@ -69,18 +69,18 @@ def test_a_message_nested_a_thousand_levels_deep_is_left_alone_and_the_rest_is_r
         assert "Traceback" not in done.stderr
         assert "message 0.deep left alone: its MIME parts are nested too deep to read" in done.stderr
         assert "1 left alone" in done.stdout
-    assert _files(path) == {"0.deep"}
+    assert maildir_files(path) == {"0.deep"}
     with SuppressionStore.open(project) as store:
         assert [d[1] for d in store.decisions()] == ["nosuchuser@example.net"]
 
 
 def test_a_message_that_took_a_real_bounce_s_message_id_does_not_hide_it(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
-    real = _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
+    send_seed(project, run, inbox)
+    real = bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
     # First comes a bounce for someone never mailed, under the Message-ID the real one will have.
     decoy = email.message_from_bytes((DATA / "postfix-no-such-user.eml").read_bytes(), policy=email.policy.compat32)
     decoy.replace_header("Message-ID", email.message_from_bytes(real)["Message-ID"])
-    path = _maildir(project, [decoy.as_bytes()])
+    path = maildir_with(project, [decoy.as_bytes()])
     assert "1 bounce for addresses never mailed" in run("inbox", "--maildir", path).output
     mailbox.Maildir(path).add(real)
     result = run("inbox", "--maildir", path)
@@ -101,7 +101,7 @@ def test_one_message_cannot_fill_the_disk_with_evidence(project, run):
         f"{blocks}Final-Recipient: rfc822; {huge}@example.net\nAction: failed\nStatus: 5.1.1\n"
         f"Diagnostic-Code: smtp; 550 {huge}\n\n--B--\n"
     ).encode()
-    result = run("inbox", "--maildir", _maildir(project, [data]))
+    result = run("inbox", "--maildir", maildir_with(project, [data]))
     assert result.exit_code == 0, result.output
     assert "100 bounces for addresses never mailed" in result.output
     assert sum(f.stat().st_size for f in (project / "state").iterdir()) < 2 * 1024 * 1024
@@ -119,7 +119,7 @@ def test_a_mailed_unsubscribe_whose_subject_the_mail_program_encoded_is_read(pro
         for who, subject in (("cat", quoted), ("dan", b64), ("eve", made_up))
     ]
     assert "=?utf-8?q?" in quoted and "\n" in quoted
-    result = run("inbox", "--maildir", _maildir(project, [m.encode() for m in mails]))
+    result = run("inbox", "--maildir", maildir_with(project, [m.encode() for m in mails]))
     assert result.exit_code == 0, result.output
     assert "2 unsubscribes" in result.output and "1 left alone" in result.output
     with SuppressionStore.open(project) as store:
@@ -135,7 +135,7 @@ def test_a_reply_quoting_the_issue_is_no_unsubscribe_where_the_mailto_address_ta
         configured.replace("unsubscribe_mailto: unsubscribe@example.org", "unsubscribe_mailto: hhomes@amnesty.ca")
     )
     assert "reply_to: hhomes@amnesty.ca" in configured
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     sent = {a: inbox.by_recipient(a) for a in ("bob@example.org", "cat@example.org")}
     text = {a: next(p for p in m.walk() if p.get_content_type() == "text/plain").get_content() for a, m in sent.items()}
     quoted = "\n".join("> " + line for line in text["bob@example.org"].splitlines())
@@ -147,7 +147,7 @@ def test_a_reply_quoting_the_issue_is_no_unsubscribe_where_the_mailto_address_ta
         # cat's own message, her token pasted in its text
         f"From: cat@example.org\nTo: hhomes@amnesty.ca\nSubject: take me off\nMessage-ID: <off@x>\n\n{cat_token}\n",
     ]
-    result = run("inbox", "--maildir", _maildir(project, [m.encode() for m in mails]))
+    result = run("inbox", "--maildir", maildir_with(project, [m.encode() for m in mails]))
     assert result.exit_code == 0, result.output
     assert "1 unsubscribe," in result.output and "1 left alone" in result.output
     with SuppressionStore.open(project) as store:
@@ -158,7 +158,7 @@ def _send_with_return_paths(project: Path, run, inbox) -> dict[str, str]:
     """Send the seed issue with a bounce_address: each recipient's return path."""
     site = project / "newsletter.yaml"
     site.write_text(site.read_text(encoding="utf-8") + "bounce_address: bounces@example.org\n", encoding="utf-8")
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     return {rcpts[0]: mail_from for mail_from, rcpts in inbox.envelopes}
 
 
@@ -166,7 +166,7 @@ def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run
     return_paths = _send_with_return_paths(project, run, inbox)
 
     def bounce(failed: str, delivered_to: str) -> bytes:
-        data = _bounce(inbox.by_recipient(failed), failed, "5.1.1", "User unknown")
+        data = bounce_for(inbox.by_recipient(failed), failed, "5.1.1", "User unknown")
         return data.replace(b"To: roundup@example.org\n", f"Delivered-To: {delivered_to}\n".encode())
 
     local, domain = return_paths["cat@example.org"].split("@")
@@ -177,11 +177,11 @@ def test_with_a_bounce_address_only_a_signed_return_path_suppresses(project, run
         bounce("dan@example.org", "bounces@example.org"),  # no token, but dan's own Message-ID quoted
         bounce("dan@example.org", return_paths["ann@example.org"]),  # ann's, whatever address the DSN names
     ]
-    path = _maildir(project, mails)
+    path = maildir_with(project, mails)
     monkeypatch.delenv("NEWSLETTER_SECRET")
     refused = run("inbox", "--maildir", path)
     assert refused.exit_code == 1 and refused.output.startswith("error: set NEWSLETTER_SECRET: the key that signed")
-    assert len(_files(path)) == 4
+    assert len(maildir_files(path)) == 4
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     result = run("inbox", "--maildir", path)
@@ -205,21 +205,23 @@ def test_an_auto_reply_to_a_return_path_is_never_a_bounce(project, run, smtp_ser
         "Auto-Submitted: auto-replied\nMessage-ID: <away@x>\n\nI am away. The following addresses had my mail "
         "while I am:\n\n  deputy@example.org\n\nTranscript of session follows.\n"
     )
-    result = run("inbox", "--maildir", _maildir(project, [away.encode()]))
+    result = run("inbox", "--maildir", maildir_with(project, [away.encode()]))
     assert "0 hard bounces, 0 soft, 0 unsubscribes, 1 auto-reply ignored" in result.output
     with SuppressionStore.open(project) as store:
         assert list(store.rows()) == []
 
 
 def test_watch_waits_for_a_maildir_that_went_away_and_reads_it_when_it_is_back(project, run, smtp_server, inbox):
-    _send_seed(project, run, inbox)
-    path = _maildir(project, [_bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.1", "Unknown")])
+    send_seed(project, run, inbox)
+    path = maildir_with(
+        project, [bounce_for(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.1", "Unknown")]
+    )
     with cli_watching(project, "inbox", "--maildir", path, "--watch", "--every", "0.2") as lines:
         lines.until(r"^dan@example\.org ")  # the Maildir was read
         shutil.rmtree(path)  # deleted, say to be restored from a backup
         lines.until(r"^inbox: Maildir: .*; trying again in 0\.2 s$")
         box = mailbox.Maildir(path, create=True)
-        box.add(_bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"))
+        box.add(bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"))
         assert lines.until(r"bob@example\.org").string.split() == ["bob@example.org", "hard", SEED]
     # A mailbox that was never there is a typo, not a wait.
     never = run_cli(project, "inbox", "--maildir", project / "Maildri", "--watch", timeout=30)

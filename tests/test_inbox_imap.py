@@ -20,11 +20,11 @@ from newsletter.inbox import READ_LIMIT, Summary
 from newsletter.suppressions import SuppressionStore, Why
 from newsletter.unsubscribe import make_token
 
+from .bounces import DATA, ISSUE, bounce_for, send_seed
 from .dovecot import Account, Dovecot, Stored
 from .smtp_server import free_port
 from .support import SECRET, SEED, cli_watching, write_list
 from .tcp_proxy import CuttingProxy
-from .test_inbox import DATA, ISSUE, _bounce, _send_seed
 
 HUMAN_ID = "<human.1@example.org>"  # tests/data/bounces/human-reply.eml
 
@@ -61,7 +61,7 @@ def _ids(stored) -> list[str]:
 def test_recognised_messages_move_unread_and_a_person_s_reply_stays_unread(
     project, run, smtp_server, inbox, dovecot, account
 ):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     token = make_token(SECRET, "roundup.example.org", "ann@example.org", SEED)
     unsubscribe = (
         f"From: ann@example.org\nTo: unsubscribe@example.org\nSubject: unsubscribe {token}\nMessage-ID: <u1@x>\n"
@@ -69,15 +69,17 @@ def test_recognised_messages_move_unread_and_a_person_s_reply_stays_unread(
     human = (DATA / "human-reply.eml").read_bytes()
     dovecot.deliver(
         account,
-        _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
-        _bounce(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
+        bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown"),
+        bounce_for(inbox.by_recipient("dan@example.org"), "dan@example.org", "5.1.2", "Domain not found"),
         human,
         (DATA / "vacation-reply.eml").read_bytes(),
         f"{unsubscribe}\n".encode(),
     )
     # Someone has already opened this one in their mail program: it moves, and stays read.
     dovecot.deliver(
-        account, _bounce(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"), seen=True
+        account,
+        bounce_for(inbox.by_recipient("cat@example.org"), "cat@example.org", "4.2.2", "Mailbox full"),
+        seen=True,
     )
 
     result = run("inbox", "--ca-file", dovecot.ca_file)
@@ -110,12 +112,12 @@ def test_recognised_messages_move_unread_and_a_person_s_reply_stays_unread(
 def test_without_move_it_copies_and_expunges_only_that_message(project, run, smtp_server, inbox, monkeypatch):
     """RFC 6851's fallback, on a server that does not offer MOVE: COPY, \\Deleted, UID EXPUNGE of that UID alone
     (a plain EXPUNGE would also remove what a person marked deleted and meant to keep a while)."""
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     with Dovecot.running(capability="IMAP4rev1 SASL-IR LITERAL+ NAMESPACE UIDPLUS") as server:
         account = server.add_user()
         _configure(project, host="127.0.0.1", port=server.port, username=account.username)
         monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", account.password)
-        bounce = _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
+        bounce = bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
         server.deliver(account, bounce, (DATA / "human-reply.eml").read_bytes())
         with server.client(account) as client:
             client.append("INBOX", b"Subject: marked deleted by a person\nMessage-ID: <kept@x>\n\n.\n", [b"\\Deleted"])
@@ -176,7 +178,7 @@ def test_a_connection_dropped_mid_run_loses_nothing_and_the_rerun_carries_on(
     per_fetch = imap.FETCH_BYTES // size
     addresses = [f"p{n}@example.org" for n in range(per_fetch + 1)]
     assert run("send", ISSUE, "--to", write_list(project, ["email", *addresses]), "--yes").exit_code == 0
-    bounces = [_padded(_bounce(inbox.by_recipient(a), a, "5.1.1", "User unknown"), size) for a in addresses]
+    bounces = [_padded(bounce_for(inbox.by_recipient(a), a, "5.1.1", "User unknown"), size) for a in addresses]
     dovecot.deliver(account, *bounces)
 
     # The server hangs up halfway through the second FETCH of messages: the first one's were recorded and moved.
@@ -260,7 +262,7 @@ def test_a_server_that_stops_answering_mid_run_times_out_with_a_clear_message(do
 def test_watch_prints_each_decision_and_rides_out_a_server_that_hangs_up(
     project, run, smtp_server, inbox, dovecot, account
 ):
-    _send_seed(project, run, inbox)
+    send_seed(project, run, inbox)
     with (
         CuttingProxy(dovecot.port, limit=0) as proxy,
         cli_watching(
@@ -272,7 +274,7 @@ def test_watch_prints_each_decision_and_rides_out_a_server_that_hangs_up(
         lines.until(rf"^inbox: watching INBOX of {account.username} on 127\.0\.0\.1:{proxy.port} \(IMAPS\) every")
         lines.until(r"^inbox: cannot reach .*; trying again in 0\.2 s$")
         dovecot.deliver(
-            account, _bounce(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
+            account, bounce_for(inbox.by_recipient("bob@example.org"), "bob@example.org", "5.1.1", "User unknown")
         )
         proxy.limit = None  # the server is back
         found = lines.until(r"bob@example\.org")
